@@ -1,0 +1,71 @@
+# agent-api. `make run` serves; `make test` runs every test tier. Both install what they need.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+UV_VERSION := 0.13.9
+INSTALLED := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help install run serve test test-unit test-integration test-e2e lint format migrate lock clean
+
+help:
+	@echo "make run      serve on http://127.0.0.1:8000 (embedded Postgres, demo LLM unless configured)"
+	@echo "make test     install and run every test tier (real Postgres and Redis)"
+	@echo "make lint     ruff, mypy --strict, import-linter"
+	@echo "make migrate  upgrade the database schema to head"
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# Dependencies come from the committed lock (hashes of versions fixed by `make lock`).
+$(INSTALLED): requirements-dev.lock pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q "uv==$(UV_VERSION)" || true
+	if [ -x $(BIN)/uv ]; then \
+	  $(BIN)/uv pip install -q --python $(BIN)/python -r requirements-dev.lock && \
+	  $(BIN)/uv pip install -q --python $(BIN)/python --no-deps -e . ; \
+	else \
+	  $(BIN)/python -m pip install -q -r requirements-dev.lock && \
+	  $(BIN)/python -m pip install -q --no-deps -e . ; \
+	fi
+	touch $(INSTALLED)
+
+install: $(INSTALLED)
+
+run: $(INSTALLED)
+	$(BIN)/agent-api serve
+
+serve: run
+
+migrate: $(INSTALLED)
+	$(BIN)/agent-api migrate
+
+test: $(INSTALLED)
+	$(BIN)/pytest
+
+test-unit: $(INSTALLED)
+	$(BIN)/pytest tests/unit
+
+test-integration: $(INSTALLED)
+	$(BIN)/pytest tests/integration
+
+test-e2e: $(INSTALLED)
+	$(BIN)/pytest tests/e2e
+
+lint: $(INSTALLED)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+format: $(INSTALLED)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+lock: | $(BIN)/python
+	$(BIN)/python -m pip install -q "uv==$(UV_VERSION)"
+	$(BIN)/uv pip compile pyproject.toml --python-version 3.11 -q -o requirements.lock --custom-compile-command "make lock"
+	$(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 -q -o requirements-dev.lock --custom-compile-command "make lock"
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .import_linter_cache

@@ -1,0 +1,48 @@
+"""Ports: what the use cases need from the outside world, as Protocols.
+
+Each has a production adapter in `app.infrastructure` and a fake in `tests/fakes.py`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from types import TracebackType
+from typing import Protocol, Self
+
+from app.domain.users import UserRepository
+
+
+class UnitOfWork(Protocol):
+    """An explicit transaction: ``async with uow:`` rolls back unless the use case commits."""
+
+    users: UserRepository
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+    async def commit(self) -> None: ...
+
+    async def rollback(self) -> None: ...
+
+
+class UnitOfWorkFactory(Protocol):
+    def __call__(self) -> UnitOfWork: ...
+
+
+class Clock(Protocol):
+    def now(self) -> datetime: ...
+
+
+class DependencyProbe(Protocol):
+    """Checks one dependency (database, redis, llm). Raises on failure; returns a short status."""
+
+    name: str
+    required: bool
+
+    async def check(self) -> str: ...

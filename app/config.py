@@ -1,0 +1,228 @@
+"""Settings: one object, grouped per concern, read from the environment and an optional `.env`.
+
+Variable names are the flat ones of the operator contract (``DATABASE_URL``, ``JWT_SECRET``...);
+each group is its own `BaseSettings` so it can be built and overridden on its own in tests.
+Outside development the service refuses to start with weak secrets (see `Settings`).
+"""
+
+from __future__ import annotations
+
+import enum
+from functools import cached_property
+from typing import Annotated, Any
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+MIN_SECRET_BYTES = 32
+# Values that are obviously not real secrets (copied from an example, or typed in haste).
+_PLACEHOLDER_MARKERS = (
+    "change-me",
+    "changeme",
+    "change_me",
+    "replace-me",
+    "placeholder",
+    "example",
+    "your-secret",
+    "xxxx",
+)
+# Used only when APP_ENV=development and no secret is set; refused everywhere else.
+DEVELOPMENT_JWT_SECRET = "insecure-development-only-jwt-secret-0123456789"  # noqa: S105 - labelled dev value
+DEVELOPMENT_API_KEY_PEPPER = "insecure-development-only-api-key-pepper-0123456789"
+
+
+def _config(prefix: str = "") -> SettingsConfigDict:
+    return SettingsConfigDict(
+        env_prefix=prefix,
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        case_sensitive=False,
+        env_ignore_empty=True,  # `KEY=` in .env means "use the default"
+    )
+
+
+def _split_csv(value: Any) -> Any:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+CsvList = Annotated[list[str], NoDecode]
+
+
+class Environment(enum.StrEnum):
+    DEVELOPMENT = "development"
+    TEST = "test"
+    PRODUCTION = "production"
+
+
+class ServerSettings(BaseSettings):
+    """Where and how the HTTP server listens."""
+
+    model_config = _config()
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    workers: int = Field(1, ge=1, le=64)
+    request_max_body_bytes: int = Field(1024 * 1024, ge=1024)
+    cors_allow_origins: CsvList = Field(default_factory=list)
+    public_url: str | None = None
+
+    _split = field_validator("cors_allow_origins", mode="before")(_split_csv)
+
+
+class DatabaseSettings(BaseSettings):
+    """Postgres. An unset URL means the embedded local Postgres (development only)."""
+
+    model_config = _config("DATABASE_")
+
+    url: SecretStr | None = None
+    pool_size: int = Field(10, ge=1, le=200)
+    max_overflow: int = Field(10, ge=0, le=200)
+    # Short: a request waiting this long for a connection gets 503, not a hang.
+    pool_timeout_seconds: float = Field(2.0, gt=0, le=60)
+    connect_timeout_seconds: float = Field(3.0, gt=0, le=60)
+    statement_timeout_ms: int = Field(15_000, ge=0)
+    # Apply migrations at start-up (default: on in development, off elsewhere).
+    auto_migrate: bool | None = None
+    echo: bool = False
+
+
+class RedisSettings(BaseSettings):
+    """Redis. An unset URL means the in-process limiter (single process only)."""
+
+    model_config = _config("REDIS_")
+
+    url: SecretStr | None = None
+    socket_timeout_seconds: float = Field(0.25, gt=0, le=30)
+    max_connections: int = Field(64, ge=1, le=10_000)
+    # Every key this service writes starts with this (several deployments can share one Redis).
+    key_prefix: str = "agent-api:"
+
+
+class SecuritySettings(BaseSettings):
+    """Secrets for tokens and key hashing."""
+
+    model_config = _config()
+
+    jwt_secret: SecretStr | None = None
+    api_key_pepper: SecretStr | None = None
+
+
+class LLMSettings(BaseSettings):
+    """The upstream model(s). Unset base URL means the demo provider."""
+
+    model_config = _config()
+
+    llm_base_url: str | None = None
+    llm_api_key: SecretStr | None = None
+    llm_models: CsvList = Field(default_factory=list)
+    models_config: str | None = None
+
+    _split = field_validator("llm_models", mode="before")(_split_csv)
+
+
+class BootstrapSettings(BaseSettings):
+    """Start-up chores: the first admin, open registration, the shutdown drain."""
+
+    model_config = _config()
+
+    bootstrap_admin_email: str | None = None
+    bootstrap_admin_password: SecretStr | None = None
+    allow_registration: bool = Field(True)
+    shutdown_drain_seconds: float = Field(25.0, ge=0, le=3600)
+
+
+class LoggingSettings(BaseSettings):
+    model_config = _config("LOG_")
+
+    level: str = "INFO"
+    # JSON lines (production default); "console" renders human-friendly lines.
+    format: str = Field("json", pattern="^(json|console)$")
+
+
+class Settings(BaseSettings):
+    """All settings. Build with `load_settings()`; tests pass groups explicitly."""
+
+    model_config = _config()
+
+    app_env: Environment = Field(Environment.DEVELOPMENT)
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    redis: RedisSettings = Field(default_factory=RedisSettings)
+    security: SecuritySettings = Field(default_factory=SecuritySettings)
+    llm: LLMSettings = Field(default_factory=LLMSettings)
+    bootstrap: BootstrapSettings = Field(default_factory=BootstrapSettings)
+    logging: LoggingSettings = Field(default_factory=LoggingSettings)
+
+    @model_validator(mode="after")
+    def _check_secrets(self) -> Settings:
+        if self.app_env is Environment.DEVELOPMENT:
+            return self
+        for env_name, value in (
+            ("JWT_SECRET", self.security.jwt_secret),
+            ("API_KEY_PEPPER", self.security.api_key_pepper),
+        ):
+            problem = secret_problem(value.get_secret_value() if value else None)
+            if problem:
+                raise ValueError(f"{env_name} {problem} (APP_ENV={self.app_env.value})")
+        if self.database.url is None:
+            raise ValueError(f"DATABASE_URL must be set outside development (APP_ENV={self.app_env.value})")
+        return self
+
+    @property
+    def is_development(self) -> bool:
+        return self.app_env is Environment.DEVELOPMENT
+
+    @cached_property
+    def jwt_secret(self) -> str:
+        secret = self.security.jwt_secret
+        return secret.get_secret_value() if secret else DEVELOPMENT_JWT_SECRET
+
+    @cached_property
+    def api_key_pepper(self) -> str:
+        pepper = self.security.api_key_pepper
+        return pepper.get_secret_value() if pepper else DEVELOPMENT_API_KEY_PEPPER
+
+    @property
+    def auto_migrate(self) -> bool:
+        if self.database.auto_migrate is not None:
+            return self.database.auto_migrate
+        return self.is_development
+
+
+def secret_problem(value: str | None) -> str | None:
+    """Why `value` is not acceptable as a production secret, or None when it is."""
+    if not value:
+        return "is missing; set it to a random value of at least 32 bytes"
+    lowered = value.lower()
+    if any(marker in lowered for marker in _PLACEHOLDER_MARKERS) or value in (
+        DEVELOPMENT_JWT_SECRET,
+        DEVELOPMENT_API_KEY_PEPPER,
+    ):
+        return "is a placeholder; set it to a random value of at least 32 bytes"
+    if len(value.encode()) < MIN_SECRET_BYTES:
+        return f"is too short ({len(value.encode())} bytes); it must be at least {MIN_SECRET_BYTES} bytes"
+    if len(set(value)) < 8:
+        return "has too little variety to be a random secret"
+    return None
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read settings from the environment (and `.env`), with optional overrides."""
+    return Settings(**overrides)
+
+
+def first_error_line(exc: Exception) -> str:
+    """One human line out of a settings ValidationError (the CLI prints it and exits)."""
+    errors = getattr(exc, "errors", None)
+    if callable(errors):
+        items = errors()
+        if items:
+            first = items[0]
+            msg = str(first.get("msg", exc))
+            loc = ".".join(str(p) for p in first.get("loc", ()) if p != "__root__")
+            msg = msg.removeprefix("Value error, ")
+            return f"invalid settings: {msg}" if not loc else f"invalid settings: {loc}: {msg}"
+    return f"invalid settings: {exc}"

@@ -1,0 +1,1 @@
+"""The domain: entities, value objects, domain errors and repository protocols (stdlib only)."""

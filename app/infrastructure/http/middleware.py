@@ -1,0 +1,83 @@
+"""The outermost ASGI layer: request id, per-request log context, access log and metrics.
+
+It wraps Litestar's whole ASGI handler (router and app-level exception handling), not a
+route, so unknown routes (404) and wrong methods (405) get an ``X-Request-ID`` and are
+counted like everything else.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from typing import Any
+
+import structlog
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.infrastructure.observability.logging import get_logger
+from app.infrastructure.observability.metrics import Metrics
+
+REQUEST_ID_HEADER = b"x-request-id"
+_SANE_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:\-]{1,128}$")
+_QUIET_PATHS = frozenset({"/health", "/ready", "/metrics"})
+
+access_log = get_logger("agent_api.access")
+
+
+def request_id_from(scope: Scope) -> str:
+    """The client's X-Request-ID when it is sane (short, no odd characters), else a new one."""
+    for name, value in scope.get("headers", ()):
+        if name == REQUEST_ID_HEADER:
+            if _SANE_REQUEST_ID.match(value):
+                return value.decode("ascii")
+            break
+    return uuid.uuid4().hex
+
+
+class RequestContextMiddleware:
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self._app = app
+        self._metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self._app(scope, receive, send)
+            return
+        request_id = request_id_from(scope)
+        scope.setdefault("state", {})["request_id"] = request_id
+        encoded_id = request_id.encode("ascii")
+        started = time.perf_counter()
+        status_holder = [0]
+
+        async def send_with_request_id(message: Message) -> None:
+            if message["type"] in ("http.response.start", "websocket.accept"):
+                if message["type"] == "http.response.start":
+                    status_holder[0] = message["status"]
+                headers = [(k, v) for k, v in message.get("headers", ()) if k.lower() != REQUEST_ID_HEADER]
+                headers.append((REQUEST_ID_HEADER, encoded_id))
+                message["headers"] = headers
+            await send(message)
+
+        tokens = structlog.contextvars.bind_contextvars(request_id=request_id)
+        try:
+            await self._app(scope, receive, send_with_request_id)
+        finally:
+            self._record(scope, status_holder[0], time.perf_counter() - started)
+            structlog.contextvars.reset_contextvars(**tokens)
+
+    def _record(self, scope: Scope, status: int, elapsed: float) -> None:
+        route = str(scope.get("path_template") or "unmatched")
+        method = str(scope.get("method", "WS"))
+        self._metrics.requests.labels(route, method, str(status)).inc()
+        self._metrics.request_latency.labels(route, method).observe(elapsed)
+        path: Any = scope.get("path", "")
+        if path not in _QUIET_PATHS or status >= 400:
+            access_log.info(
+                "request",
+                method=method,
+                path=path,
+                route=route,
+                status=status,
+                duration_ms=round(elapsed * 1000, 2),
+            )

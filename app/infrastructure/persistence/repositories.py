@@ -1,0 +1,68 @@
+"""SQLAlchemy implementations of the domain repository protocols."""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.domain.users import Role, User
+from app.infrastructure.persistence.models import UserModel
+
+
+def _user_to_domain(row: UserModel) -> User:
+    return User(
+        id=row.id,
+        email=row.email,
+        name=row.name,
+        role=Role(row.role),
+        is_active=row.is_active,
+        password_hash=row.password_hash,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+class SqlAlchemyUserRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def add(self, user: User) -> None:
+        self._session.add(
+            UserModel(
+                id=user.id,
+                email=user.email,
+                name=user.name,
+                role=user.role.value,
+                is_active=user.is_active,
+                password_hash=user.password_hash,
+                created_at=user.created_at,
+                updated_at=user.updated_at,
+            )
+        )
+        await self._session.flush()
+
+    async def get(self, user_id: uuid.UUID) -> User | None:
+        row = await self._session.get(UserModel, user_id)
+        return _user_to_domain(row) if row else None
+
+    async def get_by_email(self, email: str) -> User | None:
+        row = (await self._session.execute(select(UserModel).where(UserModel.email == email))).scalar_one_or_none()
+        return _user_to_domain(row) if row else None
+
+    async def update(self, user: User) -> None:
+        row = await self._session.get(UserModel, user.id)
+        if row is None:
+            return
+        row.email = user.email
+        row.name = user.name
+        row.role = user.role.value
+        row.is_active = user.is_active
+        row.password_hash = user.password_hash
+        row.updated_at = user.updated_at
+        await self._session.flush()
+
+    async def count_admins(self) -> int:
+        stmt = select(func.count()).select_from(UserModel).where(UserModel.role == Role.ADMIN.value)
+        return int((await self._session.execute(stmt)).scalar_one())

@@ -1,0 +1,48 @@
+"""The shared Redis client (limits, revocation) and its readiness probe."""
+
+from __future__ import annotations
+
+from redis.asyncio import Redis
+
+from app.config import RedisSettings
+
+
+def create_redis(settings: RedisSettings) -> Redis | None:
+    """A pooled client with short timeouts, or None when no REDIS_URL is configured.
+
+    Timeouts are short because every caller has a fallback (the in-process limiter, the
+    cached revocation state): a hung Redis must cost a request milliseconds, not seconds.
+    """
+    if settings.url is None:
+        return None
+    client: Redis = Redis.from_url(
+        settings.url.get_secret_value(),
+        socket_timeout=settings.socket_timeout_seconds,
+        socket_connect_timeout=settings.socket_timeout_seconds,
+        max_connections=settings.max_connections,
+        health_check_interval=15,
+        retry_on_timeout=False,
+    )
+    return client
+
+
+class RedisProbe:
+    name = "redis"
+    required = True
+
+    def __init__(self, client: Redis) -> None:
+        self._client = client
+
+    async def check(self) -> str:
+        await self._client.ping()
+        return "ok"
+
+
+class InProcessLimiterProbe:
+    """Reported when no Redis is configured: limits are per process (single-process setups only)."""
+
+    name = "redis"
+    required = False
+
+    async def check(self) -> str:
+        return "not configured (in-process limiter)"

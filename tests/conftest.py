@@ -1,0 +1,107 @@
+"""Shared fixtures: real Postgres and Redis for the run, a migrated database, app factories."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+import pytest
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
+
+from app.config import (
+    DatabaseSettings,
+    Environment,
+    LoggingSettings,
+    RedisSettings,
+    SecuritySettings,
+    Settings,
+)
+from app.infrastructure.observability.logging import configure_logging
+from app.infrastructure.persistence import migrations
+from app.infrastructure.persistence.database import create_engine
+from tests.support.services import PostgresServer, RedisServer, start_postgres, start_redis
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _structured_logging() -> None:
+    """Log exactly as production does (structlog through the standard library)."""
+    configure_logging(LoggingSettings(level="INFO", format="json"))
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    server = start_postgres()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    server = start_redis()
+    yield server
+    server.stop()
+
+
+async def _migrate(url: str) -> None:
+    engine = create_engine(DatabaseSettings(url=url), url)
+    try:
+        await migrations.upgrade(engine)
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def database_url(postgres_server: PostgresServer) -> Iterator[str]:
+    """A fresh database for this run, built by the Alembic migrations (never create_all)."""
+    url = asyncio.run(postgres_server.create_database())
+    asyncio.run(_migrate(url))
+    yield url
+    asyncio.run(postgres_server.drop_database(url))
+
+
+@pytest.fixture(scope="session")
+def redis_url(redis_server: RedisServer) -> str:
+    return redis_server.url
+
+
+def make_settings(database_url: str, redis_url: str | None, **overrides: Any) -> Settings:
+    """Test settings: real services, strong random secrets, a Redis key prefix of its own."""
+    groups: dict[str, Any] = {
+        "app_env": Environment.TEST,
+        "database": DatabaseSettings(url=database_url, auto_migrate=False, pool_timeout_seconds=2.0),
+        "redis": RedisSettings(url=redis_url, key_prefix=f"test-{uuid.uuid4().hex[:8]}:"),
+        "security": SecuritySettings(jwt_secret=secrets.token_urlsafe(48), api_key_pepper=secrets.token_urlsafe(48)),
+        "logging": LoggingSettings(level="WARNING", format="json"),
+    }
+    groups.update(overrides)
+    return Settings(**groups)
+
+
+@pytest.fixture
+def settings(database_url: str, redis_url: str) -> Settings:
+    return make_settings(database_url, redis_url)
+
+
+AppFactory = Callable[..., Litestar]
+
+
+@pytest.fixture
+def app_factory() -> AppFactory:
+    """Build the real app the way production does (bootstrap), optionally with test-only routes."""
+    from app.bootstrap import build_container
+    from app.infrastructure.http.app import build_http_app
+
+    def factory(settings: Settings, extra_route_handlers: list[Any] | None = None) -> Litestar:
+        return build_http_app(build_container(settings), extra_route_handlers or [])
+
+    return factory
+
+
+@pytest.fixture
+async def client(settings: Settings, app_factory: AppFactory) -> AsyncIterator[AsyncTestClient[Litestar]]:
+    async with AsyncTestClient(app=app_factory(settings)) as test_client:
+        yield test_client

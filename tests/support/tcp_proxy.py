@@ -1,0 +1,81 @@
+"""A small TCP proxy between the app and a dependency, which a test can cut and restore.
+
+Stopping it closes the listener and aborts every open connection, which the app sees exactly
+as it would see the dependency going down; starting it again brings the dependency "back".
+It runs its own event loop in a thread, so it keeps relaying while the test's loop is busy
+(Litestar's AsyncTestClient blocks the calling loop while the app runs in its portal).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+from app.infrastructure.persistence.embedded import free_port
+
+T = TypeVar("T")
+
+
+class TcpProxy:
+    def __init__(self, target_host: str, target_port: int, *, listen_port: int | None = None) -> None:
+        self.target = (target_host, target_port)
+        self.port = listen_port or free_port()
+        self.connections_seen = 0
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="tcp-proxy", daemon=True)
+        self._thread.start()
+
+    def _call(self, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout=10)
+
+    @property
+    def running(self) -> bool:
+        return self._server is not None
+
+    def start(self) -> None:
+        self._call(self._start())
+
+    def stop(self) -> None:
+        """Refuse new connections and cut the open ones."""
+        self._call(self._stop())
+
+    def close(self) -> None:
+        self.stop()
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=5)
+
+    async def _start(self) -> None:
+        if self._server is None:
+            self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port, reuse_address=True)
+
+    async def _stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        for writer in list(self._writers):
+            writer.transport.abort()
+        self._writers.clear()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections_seen += 1
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self.target)
+        except OSError:
+            writer.transport.abort()
+            return
+        self._writers.update((writer, up_writer))
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(Exception):
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            dst.transport.abort()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer), return_exceptions=True)
+        self._writers.difference_update((writer, up_writer))
