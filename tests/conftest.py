@@ -32,9 +32,13 @@ def _structured_logging() -> None:
     configure_logging(LoggingSettings(level="INFO", format="json"))
 
 
+_SERVICES: dict[str, Any] = {}
+
+
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[PostgresServer]:
     server = start_postgres()
+    _announce(f"postgres: {server.source}")
     yield server
     server.stop()
 
@@ -42,8 +46,19 @@ def postgres_server() -> Iterator[PostgresServer]:
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer]:
     server = start_redis()
+    _announce(f"redis: {server.source}")
     yield server
     server.stop()
+
+
+def _announce(line: str) -> None:
+    """Say which real service this run uses (shown in the terminal summary)."""
+    _SERVICES[line.split(":", maxsplit=1)[0]] = line
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    for line in _SERVICES.values():
+        terminalreporter.write_line(f"used {line}")
 
 
 async def _migrate(url: str) -> None:
