@@ -211,3 +211,18 @@ async def test_metrics_count_requests_by_route(client: AsyncTestClient[Litestar]
     text = (await client.get("/metrics")).text
     assert 'agent_api_http_requests_total{method="GET",route="/health",status="200"}' in text
     assert 'route="unmatched",status="404"' in text
+
+
+async def test_cors_is_off_by_default_and_configurable(settings: Settings, app_factory: AppFactory) -> None:
+    preflight = {"Origin": "https://app.example.com", "Access-Control-Request-Method": "POST"}
+    async with AsyncTestClient(app=app_factory(settings)) as plain:
+        response = await plain.get("/health", headers={"Origin": "https://app.example.com"})
+        assert "access-control-allow-origin" not in response.headers
+
+    server = settings.server.model_copy(update={"cors_allow_origins": ["https://app.example.com"]})
+    async with AsyncTestClient(app=app_factory(settings.model_copy(update={"server": server}))) as cors:
+        response = await cors.options("/health", headers=preflight)
+        assert response.status_code in (200, 204)
+        assert response.headers["access-control-allow-origin"] == "https://app.example.com"
+        other = await cors.get("/health", headers={"Origin": "https://evil.example.net"})
+        assert other.headers.get("access-control-allow-origin") != "https://evil.example.net"

@@ -45,7 +45,8 @@ def database_for(settings: Settings) -> Iterator[Settings]:
         raise SystemExit(_fail("DATABASE_URL must be set outside development"))
     from app.infrastructure.persistence.embedded import EmbeddedPostgres
 
-    embedded = EmbeddedPostgres(PROJECT_DIR / ".local" / "postgres")
+    local_dir = Path(os.environ.get("AGENT_API_LOCAL_DIR") or PROJECT_DIR / ".local")
+    embedded = EmbeddedPostgres(local_dir / "postgres")
     print(f"agent-api: starting the embedded PostgreSQL ({embedded.bin_dir}) on 127.0.0.1:{embedded.port}", flush=True)
     url = embedded.start()
     os.environ["DATABASE_URL"] = url  # worker processes read their settings from the environment
