@@ -60,8 +60,8 @@ def _depends_on(service: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def _has_healthcheck(service: dict[str, Any]) -> bool:
-    check = service.get("healthcheck")
-    return bool(check) and not check.get("disable") and bool(check.get("test"))
+    check: dict[str, Any] = service.get("healthcheck") or {}
+    return not check.get("disable") and bool(check.get("test"))
 
 
 def start_order_problems(doc: Compose) -> list[str]:
@@ -94,7 +94,9 @@ def start_order_problems(doc: Compose) -> list[str]:
 
 def healthcheck_problems(doc: Compose) -> list[str]:
     services: dict[str, Any] = doc["services"]
-    problems = [f"{name} has no healthcheck" for name in ("postgres", "redis", "api") if not _has_healthcheck(services[name])]
+    problems = [
+        f"{name} has no healthcheck" for name in ("postgres", "redis", "api") if not _has_healthcheck(services[name])
+    ]
     if services["migrate"].get("restart", "no") != "no":
         problems.append("migrate is one-shot: restart must be 'no'")
     return problems
@@ -136,7 +138,9 @@ def undocumented_variable_problems(doc: Compose, documented: set[str]) -> list[s
 def stop_budget_problems(doc: Compose, drain_seconds: float) -> list[str]:
     grace = duration_seconds(doc["services"]["api"].get("stop_grace_period", "10s"))
     if grace <= drain_seconds + EXIT_MARGIN_SECONDS:
-        return [f"api stop_grace_period {grace:g}s must exceed the drain ({drain_seconds:g}s) + {EXIT_MARGIN_SECONDS:g}s"]
+        return [
+            f"api stop_grace_period {grace:g}s must exceed the drain ({drain_seconds:g}s) + {EXIT_MARGIN_SECONDS:g}s"
+        ]
     return []
 
 
@@ -206,7 +210,8 @@ def test_data_lives_in_named_volumes(compose: Compose) -> None:
         volumes = compose["services"][name]["volumes"]
         sources = {v.split(":", 1)[0] for v in volumes}
         assert sources <= declared, name
-    assert "postgres-data" in declared and "redis-data" in declared
+    assert "postgres-data" in declared
+    assert "redis-data" in declared
 
 
 def test_bind_mounted_files_exist(compose: Compose) -> None:

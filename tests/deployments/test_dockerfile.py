@@ -152,8 +152,10 @@ def test_runs_as_a_fixed_non_root_user(stages: list[Stage]) -> None:
     final = stages[1]
     (user,) = final.args_of("USER")
     uid, _, gid = user.partition(":")
-    assert uid.isdigit() and int(uid) > 0  # numeric: Kubernetes' runAsNonRoot can check it
-    assert gid.isdigit() and int(gid) > 0
+    assert uid.isdigit()  # numeric: Kubernetes' runAsNonRoot can check it
+    assert int(uid) > 0
+    assert gid.isdigit()
+    assert int(gid) > 0
     # USER comes after every RUN (nothing later runs as root).
     keywords = [keyword for keyword, _ in final.instructions]
     assert keywords.index("USER") > max(i for i, keyword in enumerate(keywords) if keyword == "RUN")
@@ -275,8 +277,16 @@ def test_everything_the_dockerfile_copies_is_in_the_build_context(stages: list[S
 
 @pytest.mark.parametrize(
     "path",
-    [".env", ".git/config", ".venv/bin/python", ".local/postgres/PG_VERSION", "tests/conftest.py",
-     "app/__pycache__/config.cpython-311.pyc", "app/.env", "docs/architecture.md"],
+    [
+        ".env",
+        ".git/config",
+        ".venv/bin/python",
+        ".local/postgres/PG_VERSION",
+        "tests/conftest.py",
+        "app/__pycache__/config.cpython-311.pyc",
+        "app/.env",
+        "docs/architecture.md",
+    ],
 )
 def test_secrets_and_local_state_never_reach_the_builder(path: str) -> None:
     assert not sent_to_builder(path)
