@@ -7,13 +7,15 @@ UV_VERSION := 0.13.9
 INSTALLED := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run serve test test-unit test-integration test-e2e lint format migrate lock clean
+.PHONY: help install run serve test test-unit test-integration test-e2e lint format migrate lock clean docker-up docker-down
 
 help:
 	@echo "make run      serve on http://127.0.0.1:8000 (embedded Postgres, demo LLM unless configured)"
 	@echo "make test     install and run every test tier (real Postgres and Redis)"
 	@echo "make lint     ruff, mypy --strict, import-linter"
 	@echo "make migrate  upgrade the database schema to head"
+	@echo "make docker-up [LLM=litellm]  the docker compose stack (settings and secrets from .env)"
+	@echo "make docker-down              stop it (the data volumes are kept)"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -66,6 +68,22 @@ lock: | $(BIN)/python
 	$(BIN)/python -m pip install -q "uv==$(UV_VERSION)"
 	$(BIN)/uv pip compile pyproject.toml --python-version 3.11 -q -o requirements.lock --custom-compile-command "make lock"
 	$(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 -q -o requirements-dev.lock --custom-compile-command "make lock"
+
+# docker compose full stack (deployments/docker-compose.yml, docs/operations.md). `.env` holds the
+# settings and secrets; LLM=litellm also starts the LiteLLM proxy and points the api at it.
+LLM ?= demo
+COMPOSE_CMD = docker compose --env-file .env -f deployments/docker-compose.yml
+ifeq ($(LLM),litellm)
+COMPOSE_UP_ENV := COMPOSE_PROFILES=litellm LLM_BASE_URL=http://litellm:4000/v1
+endif
+
+docker-up:
+	@test -f .env || { echo ".env is missing: copy .env.example, set JWT_SECRET, API_KEY_PEPPER and POSTGRES_PASSWORD"; exit 2; }
+	$(COMPOSE_UP_ENV) $(COMPOSE_CMD) up --detach --build
+	$(COMPOSE_UP_ENV) $(COMPOSE_CMD) ps
+
+docker-down:
+	COMPOSE_PROFILES=litellm $(COMPOSE_CMD) down
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .import_linter_cache
