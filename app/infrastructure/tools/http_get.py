@@ -22,10 +22,10 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import quote, urljoin, urlsplit
 
 import httpx
 
@@ -40,6 +40,7 @@ Resolver = Callable[[str, int], Awaitable[Sequence[str]]]
 MAX_URL_CHARS = 2048
 USER_AGENT = "agent-api-http_get/1.0"
 TRUNCATION_MARKER = "\n[truncated: the response was longer than {limit} bytes]"
+_PATH_SAFE = "/%!$&'()*+,;=:@-._~"
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _TEXTUAL = (
     "text/",
@@ -153,10 +154,10 @@ def parse_target(url: str) -> _Target:
     if not host or host.endswith(".") or "%" in host:
         raise ToolError("the host name is not valid")
     port = port or (443 if scheme == "https" else 80)
-    try:
-        raw_path = httpx.URL(url).raw_path
-    except (httpx.InvalidURL, ValueError):
-        raise ToolError("the URL is not valid") from None
+    # Percent-encode what is not already URL-safe (keeping existing %XX escapes as they are).
+    raw_path = quote(parts.path or "/", safe=_PATH_SAFE).encode("ascii")
+    if parts.query:
+        raw_path += b"?" + quote(parts.query, safe=_PATH_SAFE + "?").encode("ascii")
     shown = f"[{host}]" if is_ip and ":" in host else host
     default_port = (scheme == "https" and port == 443) or (scheme == "http" and port == 80)
     return _Target(url, scheme, host, port, raw_path, shown if default_port else f"{shown}:{port}", is_ip)
@@ -165,9 +166,11 @@ def parse_target(url: str) -> _Target:
 class HttpGetTool:
     """Fetches a public URL as text for the model; requires human approval for every call.
 
-    `resolver` and `allow_loopback_for_tests` exist for tests only: production code
+    `resolver` and `loopback_hosts_for_tests` exist for tests only: production code
     (`build_tool_registry`) never passes them, and no setting or environment variable
-    reaches them. Even with the flag, only loopback is allowed, never private ranges.
+    reaches them. `loopback_hosts_for_tests` names host *names* (never IP literals) that may
+    resolve to a loopback address; every other host, every redirect hop to another host, and
+    every non-loopback address still gets the full rules.
     """
 
     name = "http_get"
@@ -197,14 +200,14 @@ class HttpGetTool:
         timeout_seconds: float = 10.0,
         max_redirects: int = 5,
         resolver: Resolver = system_resolver,
-        allow_loopback_for_tests: bool = False,
+        loopback_hosts_for_tests: Collection[str] = (),
         verify: bool | str = True,
     ) -> None:
         self._max_bytes = max_bytes
         self._fetch_timeout = timeout_seconds
         self._max_redirects = max_redirects
         self._resolve = resolver
-        self._allow_loopback = allow_loopback_for_tests
+        self._loopback_hosts = frozenset(host.lower() for host in loopback_hosts_for_tests)
         self._verify = verify
         # The use case's cap sits a little above the tool's own, so the tool reports its limit.
         self.timeout_seconds = timeout_seconds + 1.0
@@ -229,7 +232,8 @@ class HttpGetTool:
                 address = ipaddress.ip_address(text.split("%", 1)[0])
             except ValueError:
                 raise ToolError(f"the host {target.host!r} resolved to an unusable address") from None
-            reason = address_refusal(address, allow_loopback=self._allow_loopback)
+            allow_loopback = not target.is_ip_literal and target.host in self._loopback_hosts
+            reason = address_refusal(address, allow_loopback=allow_loopback)
             if reason is not None:
                 log.warning("http_get_refused", host=target.host, reason=reason)
                 raise ToolError(f"refused: {target.host!r} resolves to {reason}; only public addresses may be fetched")
