@@ -8,8 +8,11 @@ test-mapped host name (`loopback_hosts_for_tests`), which no setting can enable.
 from __future__ import annotations
 
 import json
+import ssl
+import subprocess
 from collections.abc import Iterator, Sequence
 from http.server import BaseHTTPRequestHandler
+from pathlib import Path
 
 import pytest
 
@@ -251,3 +254,62 @@ async def test_the_production_tool_cannot_be_configured_to_reach_loopback(
         with pytest.raises(ToolError, match="refused"):
             await http_get.run({"url": url})
     assert server.accepted == 0
+
+
+def _self_signed(directory: Path, name: str) -> tuple[Path, Path]:
+    cert, key = directory / f"{name}.crt", directory / f"{name}.key"
+    subprocess.run(
+        [
+            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            "-subj", f"/CN={name}", "-addext", f"subjectAltName=DNS:{name}",
+            "-keyout", str(key), "-out", str(cert),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )  # fmt: skip
+    return cert, key
+
+
+@pytest.fixture(scope="module")
+def certificates(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, Path]]:
+    directory = tmp_path_factory.mktemp("tls")
+    return {name: _self_signed(directory, name) for name in ("public.test", "other.test")}
+
+
+@pytest.mark.parametrize(("served_name", "works"), [("public.test", True), ("other.test", False)])
+async def test_https_connects_to_the_checked_address_and_verifies_the_name(
+    certificates: dict[str, tuple[Path, Path]], served_name: str, works: bool
+) -> None:
+    cert, key = certificates[served_name]
+    server_tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_tls.load_cert_chain(cert, key)
+    srv = CountingHTTPServer(tls=server_tls).start()
+    srv.routes["/hello"] = lambda h: reply(h, 200, b"over tls")
+    try:
+        # The client trusts both test certificates: only the name check can fail.
+        client_tls = ssl.create_default_context()
+        for trusted, _ in certificates.values():
+            client_tls.load_verify_locations(trusted)
+        resolver = MappingResolver({"public.test": [["127.0.0.1"]]})
+        fetch = HttpGetTool(resolver=resolver, loopback_hosts_for_tests=["public.test"], verify=client_tls)
+        url = f"https://public.test:{srv.port}/hello"
+        if works:
+            output = await fetch.run({"url": url})
+            assert isinstance(output.value, dict)
+            assert (output.value["status"], output.value["content"]) == (200, "over tls")
+            assert srv.requests == [("/hello", f"public.test:{srv.port}")]
+        else:
+            with pytest.raises(ToolError, match="could not fetch"):
+                await fetch.run({"url": url})
+            assert srv.requests == []
+    finally:
+        srv.stop()
+
+
+async def test_an_unknown_charset_falls_back_to_utf8(server: CountingHTTPServer) -> None:
+    server.routes["/odd"] = lambda h: reply(h, 200, "café".encode(), "text/plain; charset=klingon")
+    resolver = MappingResolver({"public.test": [["127.0.0.1"]]})
+    output = await tool(resolver, test_hosts=["public.test"]).run({"url": f"http://public.test:{server.port}/odd"})
+    assert isinstance(output.value, dict)
+    assert output.value["content"] == "café"

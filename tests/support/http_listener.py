@@ -7,6 +7,7 @@ and as the target of allowed fetches. Routes map a path to a handler function.
 from __future__ import annotations
 
 import socket
+import ssl
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -63,9 +64,9 @@ def redirect(handler: BaseHTTPRequestHandler, location: str, status: int = 302) 
 
 
 class CountingHTTPServer:
-    """HTTP on 127.0.0.1 (or ::1) on a free port; `accepted` counts TCP connections."""
+    """HTTP (or HTTPS with `tls`) on 127.0.0.1 (or ::1) on a free port; `accepted` counts connections."""
 
-    def __init__(self, host: str = "127.0.0.1") -> None:
+    def __init__(self, host: str = "127.0.0.1", *, tls: ssl.SSLContext | None = None) -> None:
         self.lock = threading.Lock()
         self.accepted = 0
         self.requests: list[tuple[str, str]] = []
@@ -73,6 +74,8 @@ class CountingHTTPServer:
         self.stopping = threading.Event()
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self._server = _Server((host, 0), self, family)
+        if tls is not None:
+            self._server.socket = tls.wrap_socket(self._server.socket, server_side=True)
         self.host = host
         self.port: int = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)

@@ -96,6 +96,7 @@ async def test_execute_runs_and_records() -> None:
         "success",
     )
     assert record.context is context
+    assert result.as_model_content() == '{"x": 1}'
 
 
 async def test_not_allowed_tool_is_refused_and_recorded_without_running() -> None:
@@ -163,6 +164,9 @@ async def test_attempt_turns_refusals_into_results() -> None:
     execute = ExecuteTool(ToolRegistry([FakeTool("a")]))
     result = await execute.attempt(principal(()), "a", {}, call_id="x")
     assert (result.id, result.status, result.error_code) == ("x", "error", "tool_not_allowed")
+    assert result.as_model_content() == "error: you may not use the tool 'a'"
+    ok = await execute.attempt(principal(), "a", {"text": "t"})
+    assert ok.as_model_content() == "ok"
 
 
 async def test_batch_keeps_call_order_and_isolates_failures() -> None:

@@ -56,6 +56,12 @@ class ToolCallResult:
     def ok(self) -> bool:
         return self.status == SUCCESS
 
+    def as_model_content(self) -> str:
+        """The content of the tool message fed back to the model for this call."""
+        if self.ok:
+            return ToolOutput(self.output).as_text()
+        return f"error: {self.error}"
+
     def as_dict(self) -> dict[str, Any]:
         body: dict[str, Any] = {
             "name": self.name,

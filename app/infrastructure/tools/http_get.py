@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
+import ssl
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -201,7 +202,7 @@ class HttpGetTool:
         max_redirects: int = 5,
         resolver: Resolver = system_resolver,
         loopback_hosts_for_tests: Collection[str] = (),
-        verify: bool | str = True,
+        verify: bool | ssl.SSLContext = True,
     ) -> None:
         self._max_bytes = max_bytes
         self._fetch_timeout = timeout_seconds
@@ -295,7 +296,10 @@ class HttpGetTool:
                     break
         except httpx.HTTPError as exc:
             raise ToolError(f"the response could not be read ({type(exc).__name__})") from None
-        text = bytes(body).decode(response.charset_encoding or "utf-8", errors="replace")
+        try:
+            text = bytes(body).decode(response.charset_encoding or "utf-8", errors="replace")
+        except LookupError:  # an unknown charset name
+            text = bytes(body).decode("utf-8", errors="replace")
         if truncated:
             text += TRUNCATION_MARKER.format(limit=self._max_bytes)
         return ToolOutput({**result, "content": text, "truncated": truncated})
