@@ -11,6 +11,7 @@ from app.application.tools import (
     ExecuteTool,
     ExecuteToolBatch,
     ExecutionContext,
+    ListTools,
     ToolCall,
     ToolError,
     ToolRegistrationError,
@@ -69,6 +70,9 @@ def test_descriptions_for_the_api_and_the_model() -> None:
         "requires_approval": True,
     }
     assert openai_tool_definition(tool)["function"]["name"] == "a"
+    registry = ToolRegistry([tool, FakeTool("b")])
+    assert [d["name"] for d in ListTools(registry)(principal(("b",)))] == ["b"]
+    assert [d["function"]["name"] for d in registry.definitions_for(principal(("a",)))] == ["a"]
 
 
 async def test_execute_runs_and_records() -> None:

@@ -21,6 +21,7 @@ from app.application.tools.ports import (
     ToolOutput,
 )
 from app.application.tools.registry import (
+    ListTools,
     ToolRegistrationError,
     ToolRegistry,
     check_tool,
@@ -35,6 +36,7 @@ __all__ = [
     "ExecuteToolBatch",
     "ExecutionContext",
     "JsonValue",
+    "ListTools",
     "NoOpToolExecutionRecorder",
     "SchemaError",
     "Tool",

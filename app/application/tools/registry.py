@@ -82,6 +82,20 @@ class ToolRegistry:
         """The tools this caller may use: what is listed and what is offered to a model."""
         return [self._tools[name] for name in principal.visible_tools(self.names())]
 
+    def definitions_for(self, principal: Principal) -> list[dict[str, Any]]:
+        """The OpenAI `tools[]` the agent loop offers to the model for this caller."""
+        return [openai_tool_definition(tool) for tool in self.visible_to(principal)]
+
+
+class ListTools:
+    """`GET /v1/tools`: the descriptions of the tools the caller may use (sorted by name)."""
+
+    def __init__(self, registry: ToolRegistry) -> None:
+        self._registry = registry
+
+    def __call__(self, principal: Principal) -> list[dict[str, Any]]:
+        return [describe_tool(tool) for tool in self._registry.visible_to(principal)]
+
 
 def describe_tool(tool: Tool) -> dict[str, Any]:
     """The public description of a tool (an item of `GET /v1/tools`)."""
