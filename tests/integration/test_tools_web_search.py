@@ -33,7 +33,9 @@ def backend() -> Iterator[CountingHTTPServer]:
 
 
 def test_web_search_is_absent_without_a_backend() -> None:
-    assert "web_search" not in build_tool_registry(ToolsSettings(plugins_enabled=False))
+    registry = build_tool_registry(ToolsSettings(plugins_enabled=False))
+    assert registry.names() == ["calculator", "current_time", "http_get"]
+    assert [t.name for t in registry.all() if t.requires_approval] == ["http_get"]
 
 
 async def test_web_search_queries_the_backend(backend: CountingHTTPServer) -> None:
