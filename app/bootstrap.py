@@ -18,6 +18,7 @@ from app.infrastructure.observability.logging import configure_logging
 from app.infrastructure.observability.metrics import Metrics
 from app.infrastructure.persistence.database import DatabaseProbe, create_engine, create_session_factory
 from app.infrastructure.redis_client import InProcessLimiterProbe, RedisProbe, create_redis
+from app.infrastructure.tools.registry import build_tool_registry
 
 
 class MissingDatabaseUrl(RuntimeError):
@@ -46,6 +47,7 @@ def build_container(settings: Settings) -> Container:
         http_client=http_client,
         metrics=Metrics(),
         readiness=CheckReadiness(probes),
+        tools=build_tool_registry(settings.tools),
     )
 
 

@@ -134,6 +134,28 @@ class BootstrapSettings(BaseSettings):
     shutdown_drain_seconds: float = Field(25.0, ge=0, le=3600)
 
 
+class ToolsSettings(BaseSettings):
+    """The server-side tools: limits of `http_get`, the `web_search` backend, plugins.
+
+    Deliberately absent: any switch that lets `http_get` reach private or loopback addresses.
+    Tests get that only by constructing the tool themselves (see `HttpGetTool`).
+    """
+
+    model_config = _config("TOOLS_")
+
+    http_get_max_bytes: int = Field(1_000_000, ge=1024, le=50_000_000)
+    http_get_timeout_seconds: float = Field(10.0, gt=0, le=120)
+    http_get_max_redirects: int = Field(5, ge=0, le=20)
+    # A JSON search endpoint (GET ?q=&limit= -> {"results": [{title, url, snippet}]}); unset = no web_search.
+    web_search_url: str | None = None
+    web_search_api_key: SecretStr | None = None
+    web_search_timeout_seconds: float = Field(10.0, gt=0, le=120)
+    # Load third-party tools from the `agent_api.tools` entry point group at start-up.
+    plugins_enabled: bool = True
+    # Calls of one batch running at the same time.
+    batch_concurrency: int = Field(4, ge=1, le=16)
+
+
 class LoggingSettings(BaseSettings):
     model_config = _config("LOG_")
 
@@ -155,6 +177,7 @@ class Settings(BaseSettings):
     llm: LLMSettings = Field(default_factory=LLMSettings)
     bootstrap: BootstrapSettings = Field(default_factory=BootstrapSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
+    tools: ToolsSettings = Field(default_factory=ToolsSettings)
 
     @model_validator(mode="after")
     def _check_secrets(self) -> Settings:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Self
 
+from app.application.tools import ToolExecutionRecord, ToolOutput
 from app.domain.users import Role, User
 
 
@@ -82,3 +84,58 @@ class FakeProbe:
         if self.fail:
             raise ConnectionRefusedError(self.fail)
         return "ok"
+
+
+class FakeTool:
+    """A scriptable tool: returns `value`, raises `error`, or blocks until `release` is set."""
+
+    def __init__(
+        self,
+        name: str = "fake",
+        *,
+        value: object = "ok",
+        error: BaseException | None = None,
+        requires_approval: bool = False,
+        timeout_seconds: float = 5.0,
+        block: bool = False,
+        parameters: dict[str, object] | None = None,
+    ) -> None:
+        self.name = name
+        self.description = f"fake tool {name}"
+        self.parameters = parameters or {
+            "type": "object",
+            "properties": {"text": {"type": "string", "maxLength": 20}},
+            "additionalProperties": False,
+        }
+        self.requires_approval = requires_approval
+        self.timeout_seconds = timeout_seconds
+        self.value = value
+        self.error = error
+        self.block = block
+        self.release = asyncio.Event()
+        self.calls: list[dict[str, object]] = []
+        self.in_flight = 0
+        self.max_in_flight = 0
+
+    async def run(self, arguments: Mapping[str, object]) -> ToolOutput:
+        self.calls.append(dict(arguments))
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            for _ in range(3):
+                await asyncio.sleep(0)  # let the other calls of a batch start
+            if self.block:
+                await self.release.wait()
+            if self.error is not None:
+                raise self.error
+            return ToolOutput(self.value)  # type: ignore[arg-type]
+        finally:
+            self.in_flight -= 1
+
+
+class InMemoryToolExecutionRecorder:
+    def __init__(self) -> None:
+        self.records: list[ToolExecutionRecord] = []
+
+    async def record(self, record: ToolExecutionRecord) -> None:
+        self.records.append(record)

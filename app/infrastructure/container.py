@@ -11,6 +11,7 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.application.health import CheckReadiness
+from app.application.tools import ToolRegistry
 from app.config import Settings
 from app.infrastructure.observability.logging import get_logger
 from app.infrastructure.observability.metrics import Metrics
@@ -29,6 +30,8 @@ class Container:
     http_client: httpx.AsyncClient
     metrics: Metrics
     readiness: CheckReadiness
+    # The tools this process offers (built-ins, configured web_search, plugins).
+    tools: ToolRegistry = field(default_factory=ToolRegistry)
     # How long start() waits for the database before giving up (a compose or k8s start race).
     database_wait_seconds: float = 30.0
     _closed: bool = field(default=False, init=False)
