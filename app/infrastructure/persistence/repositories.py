@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, tuple_
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.domain.errors import Conflict
 from app.domain.users import Role, User
 from app.infrastructure.persistence.models import UserModel
 
@@ -41,7 +44,12 @@ class SqlAlchemyUserRepository:
                 updated_at=user.updated_at,
             )
         )
-        await self._session.flush()
+        try:
+            await self._session.flush()
+        except IntegrityError as exc:
+            if "uq_users_email" in str(exc.orig):
+                raise Conflict("An account with this email already exists.", code="email_taken", param="email") from exc
+            raise
 
     async def get(self, user_id: uuid.UUID) -> User | None:
         row = await self._session.get(UserModel, user_id)
@@ -66,3 +74,9 @@ class SqlAlchemyUserRepository:
     async def count_admins(self) -> int:
         stmt = select(func.count()).select_from(UserModel).where(UserModel.role == Role.ADMIN.value)
         return int((await self._session.execute(stmt)).scalar_one())
+
+    async def list_page(self, *, limit: int, after: tuple[datetime, uuid.UUID] | None) -> list[User]:
+        stmt = select(UserModel).order_by(UserModel.created_at.desc(), UserModel.id.desc()).limit(limit)
+        if after is not None:
+            stmt = stmt.where(tuple_(UserModel.created_at, UserModel.id) < tuple_(*after))
+        return [_user_to_domain(row) for row in (await self._session.execute(stmt)).scalars()]
