@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Annotated, Any
 
 from litestar import Controller, Request, delete, get, patch, post
 from litestar.di import NamedDependency
-from litestar.params import Parameter
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_201_CREATED, HTTP_204_NO_CONTENT
 
 from app.application.identity.api_keys import ApiKeySpec
@@ -32,7 +32,6 @@ from app.infrastructure.http.controllers.identity_schemas import (
 from app.infrastructure.security.services import IdentityServices
 
 AnyRequest = Request[Any, Any, Any]
-Limit = Parameter(ge=1, le=100, default=20, description="1-100")
 
 
 def _client_ip(request: AnyRequest) -> str:
@@ -44,13 +43,13 @@ class AuthController(Controller):
     tags = ["auth"]
 
     @post("/register", status_code=HTTP_201_CREATED, summary="Create an account (role: user)")
-    async def register(self, data: RegisterBody, identity: NamedDependency[IdentityServices]) -> UserEnvelope:
+    async def register(self, data: JSONBody[RegisterBody], identity: NamedDependency[IdentityServices]) -> UserEnvelope:
         user = await identity.register(data.email, data.password, data.name)
         return UserEnvelope(user=UserOut.of(user))
 
     @post("/login", status_code=200, summary="Sign in: an access token and a refresh token")
     async def login(
-        self, request: AnyRequest, data: LoginBody, identity: NamedDependency[IdentityServices]
+        self, request: AnyRequest, data: JSONBody[LoginBody], identity: NamedDependency[IdentityServices]
     ) -> TokenResponse:
         pair = await identity.login(data.email, data.password, _client_ip(request))
         return TokenResponse(
@@ -61,7 +60,7 @@ class AuthController(Controller):
         )
 
     @post("/refresh", status_code=200, summary="Trade a refresh token (single use) for a new pair")
-    async def refresh(self, data: RefreshBody, identity: NamedDependency[IdentityServices]) -> TokenResponse:
+    async def refresh(self, data: JSONBody[RefreshBody], identity: NamedDependency[IdentityServices]) -> TokenResponse:
         pair = await identity.refresh(data.refresh_token)
         return TokenResponse(
             access_token=pair.access_token,
@@ -87,7 +86,7 @@ class ApiKeyController(Controller):
 
     @post("/", status_code=HTTP_201_CREATED, guards=[requires_admin], summary="Issue a key (admin)")
     async def issue(
-        self, request: AnyRequest, data: ApiKeyCreateBody, identity: NamedDependency[IdentityServices]
+        self, request: AnyRequest, data: JSONBody[ApiKeyCreateBody], identity: NamedDependency[IdentityServices]
     ) -> ApiKeyCreated:
         key, secret = await identity.issue_api_key(
             principal_of(request),
@@ -109,9 +108,9 @@ class ApiKeyController(Controller):
         self,
         request: AnyRequest,
         identity: NamedDependency[IdentityServices],
-        limit: int = Limit,
-        cursor: str | None = None,
-        user_id: uuid.UUID | None = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=100, description="1-100")] = 20,
+        cursor: FromQuery[str | None] = None,
+        user_id: FromQuery[uuid.UUID | None] = None,
     ) -> ApiKeyList:
         keys, next_cursor = await identity.list_api_keys(
             principal_of(request), user_id=user_id, limit=limit, cursor=cursor
@@ -120,7 +119,7 @@ class ApiKeyController(Controller):
 
     @get("/{key_id:uuid}", summary="One key (admin, or its owner)")
     async def get_key(
-        self, request: AnyRequest, key_id: uuid.UUID, identity: NamedDependency[IdentityServices]
+        self, request: AnyRequest, key_id: FromPath[uuid.UUID], identity: NamedDependency[IdentityServices]
     ) -> ApiKeyOut:
         return ApiKeyOut.of(await identity.get_api_key(principal_of(request), key_id))
 
@@ -128,8 +127,8 @@ class ApiKeyController(Controller):
     async def update_key(
         self,
         request: AnyRequest,
-        key_id: uuid.UUID,
-        data: ApiKeyPatchBody,
+        key_id: FromPath[uuid.UUID],
+        data: JSONBody[ApiKeyPatchBody],
         identity: NamedDependency[IdentityServices],
     ) -> ApiKeyOut:
         changes = {name: getattr(data, name) for name in data.model_fields_set}
@@ -137,7 +136,7 @@ class ApiKeyController(Controller):
 
     @delete("/{key_id:uuid}", status_code=HTTP_204_NO_CONTENT, summary="Revoke a key (admin, or its owner)")
     async def revoke_key(
-        self, request: AnyRequest, key_id: uuid.UUID, identity: NamedDependency[IdentityServices]
+        self, request: AnyRequest, key_id: FromPath[uuid.UUID], identity: NamedDependency[IdentityServices]
     ) -> None:
         await identity.revoke_api_key(principal_of(request), key_id)
 
@@ -152,8 +151,8 @@ class AdminUsersController(Controller):
         self,
         request: AnyRequest,
         identity: NamedDependency[IdentityServices],
-        limit: int = Limit,
-        cursor: str | None = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=100, description="1-100")] = 20,
+        cursor: FromQuery[str | None] = None,
     ) -> UserList:
         users, next_cursor = await identity.list_users(principal_of(request), limit=limit, cursor=cursor)
         return UserList(data=[UserOut.of(u) for u in users], next_cursor=next_cursor)
@@ -162,8 +161,8 @@ class AdminUsersController(Controller):
     async def update_user(
         self,
         request: AnyRequest,
-        user_id: uuid.UUID,
-        data: UserPatchBody,
+        user_id: FromPath[uuid.UUID],
+        data: JSONBody[UserPatchBody],
         identity: NamedDependency[IdentityServices],
     ) -> UserOut:
         user = await identity.update_user(principal_of(request), user_id, role=data.role, is_active=data.is_active)
