@@ -97,6 +97,7 @@ async def _create_admin(settings: Settings, email: str, password: str, name: str
 async def _create_api_key(settings: Settings, email: str, name: str) -> tuple[str, str]:
     from app.application.identity.api_keys import ApiKeySpec
     from app.bootstrap import build_container
+    from app.domain.errors import NotFound
     from app.domain.principal import CredentialKind, Principal
     from app.domain.users import Role, normalise_email
 
@@ -105,7 +106,7 @@ async def _create_api_key(settings: Settings, email: str, name: str) -> tuple[st
         async with container.unit_of_work() as uow:
             user = await uow.users.get_by_email(normalise_email(email))
         if user is None:
-            raise SystemExit(_fail(f"no user with email {email!r}", 1))
+            raise NotFound(f"no user with email {email!r}")
         # The operator at the console acts with admin rights; the key itself is the user's.
         operator = Principal(user_id=user.id, email=user.email, role=Role.ADMIN, credential=CredentialKind.JWT)
         key, secret = await container.identity.issue_api_key(operator, ApiKeySpec(name=name, user_id=user.id))

@@ -17,6 +17,9 @@ MARKER_TTL_SECONDS = 24 * 3600
 VERSION_TTL_SECONDS = 7 * 24 * 3600
 
 
+Command = tuple[str, tuple[object, ...], dict[str, object]]
+
+
 def _int(value: bytes | str | None) -> int:
     try:
         return int(value) if value is not None else 0
@@ -31,13 +34,34 @@ class RedisRevocationStore:
     its access tokens could live), ``rev:k:<key>`` (revoked key), ``dis:u:<user>`` (disabled
     user), ``ver:k:<key>`` / ``ver:u:<user>`` (bumped on every other change so instances drop
     their cached copies). A failed read raises `RevocationUnavailable` (the caller falls back
-    to the database); a failed write raises 503 `redis_unavailable` so the caller retries.
+    to the database); a failed write raises 503 `redis_unavailable` and is also kept (bounded)
+    to be re-published by this process as soon as Redis answers again, so a revocation made
+    during an outage is not forgotten when Redis comes back.
     """
+
+    MAX_PENDING = 10_000
 
     def __init__(self, redis: Redis, *, key_prefix: str, session_marker_ttl_seconds: int) -> None:
         self._redis = redis
         self._p = key_prefix
         self._session_ttl = session_marker_ttl_seconds
+        self._pending: list[Command] = []
+
+    async def _publish_pending(self) -> None:
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, []
+        try:
+            await self._execute(pending)
+        except (RedisError, OSError):
+            self._pending = pending + self._pending
+            raise
+
+    async def _execute(self, commands: list[Command]) -> None:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for name, args, kwargs in commands:
+                getattr(pipe, name)(*args, **kwargs)
+            await pipe.execute()
 
     async def state(
         self, *, user_id: uuid.UUID, session_id: uuid.UUID | None = None, api_key_id: uuid.UUID | None = None
@@ -48,6 +72,7 @@ class RedisRevocationStore:
         if api_key_id is not None:
             keys += [f"{self._p}rev:k:{api_key_id}", f"{self._p}ver:k:{api_key_id}"]
         try:
+            await self._publish_pending()
             values = await self._redis.mget(keys)
         except (RedisError, OSError) as exc:
             raise RevocationUnavailable(type(exc).__name__) from exc
@@ -68,13 +93,12 @@ class RedisRevocationStore:
             user_disabled=state.user_disabled, user_version=state.user_version, session_revoked=session_revoked
         )
 
-    async def _write(self, commands: list[tuple[str, tuple[object, ...], dict[str, object]]]) -> None:
+    async def _write(self, commands: list[Command]) -> None:
         try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for name, args, kwargs in commands:
-                    getattr(pipe, name)(*args, **kwargs)
-                await pipe.execute()
+            await self._publish_pending()
+            await self._execute(commands)
         except (RedisError, OSError) as exc:
+            self._pending = (self._pending + commands)[-self.MAX_PENDING :]
             raise ServiceUnavailable(
                 "The change is saved but could not be published to every instance; retry shortly.",
                 code="redis_unavailable",
@@ -102,7 +126,7 @@ class RedisRevocationStore:
 
     async def user_changed(self, user_id: uuid.UUID, *, disabled: bool) -> None:
         marker = f"{self._p}dis:u:{user_id}"
-        commands: list[tuple[str, tuple[object, ...], dict[str, object]]] = [
+        commands: list[Command] = [
             ("set", (marker, 1), {"ex": MARKER_TTL_SECONDS}) if disabled else ("delete", (marker,), {}),
             ("incr", (f"{self._p}ver:u:{user_id}",), {}),
             ("expire", (f"{self._p}ver:u:{user_id}", VERSION_TTL_SECONDS), {}),
