@@ -7,7 +7,6 @@ import json
 import secrets
 import time
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -120,13 +119,11 @@ async def test_unknown_or_missing_kid_is_a_401_not_a_500(
 
 
 @pytest.fixture
-async def rotated(
-    settings: Settings, app_factory: AppFactory
-) -> AsyncIterator[tuple[Settings, dict[str, Any], AppFactory]]:
+async def rotated(settings: Settings, app_factory: AppFactory) -> tuple[Settings, dict[str, Any], AppFactory]:
     """A session whose access token is signed with the key that is about to be rotated out."""
     async with AsyncTestClient(app=app_factory(settings)) as old_client:
         session = await new_user_session(old_client)
-    yield settings, session, app_factory
+    return settings, session, app_factory
 
 
 def rotate(settings: Settings, *, rotated_at: datetime, overlap_seconds: int) -> Settings:

@@ -10,6 +10,7 @@ import pytest
 from app.application.identity.api_keys import ApiKeySpec, IssueApiKey, RevokeApiKey, UpdateApiKey
 from app.application.identity.auth import Authenticator, Login, RefreshSession, RegisterUser, SessionStarter
 from app.application.identity.users import UpdateUser
+from app.application.ports import UnitOfWork
 from app.domain.errors import Forbidden, InvalidInput, NotFound, RateLimited, ServiceUnavailable, Unauthenticated
 from app.domain.principal import CredentialKind, Principal
 from app.domain.users import Role
@@ -46,8 +47,8 @@ class World:
         )
         self.issue = IssueApiKey(self.factory, self.codec, self.clock)
 
-    def factory(self) -> FakeUnitOfWork:
-        return self.uow
+    def factory(self) -> UnitOfWork:
+        return self.uow  # type: ignore[return-value] # the fake's repositories are concrete (tests inspect them)
 
     async def admin(self) -> Principal:
         user = await self.register("admin@example.com", "password123")

@@ -273,6 +273,17 @@ class Logout:
         await self._revocation.revoke_sessions([session_id])
 
 
+class FindUserByEmail:
+    """Operator tooling (CLI): the account with this email, if any."""
+
+    def __init__(self, uow: UnitOfWorkFactory) -> None:
+        self._uow = uow
+
+    async def __call__(self, email: str) -> User | None:
+        async with self._uow() as uow:
+            return await uow.users.get_by_email(normalise_email(email))
+
+
 class GetCurrentUser:
     def __init__(self, uow: UnitOfWorkFactory) -> None:
         self._uow = uow

@@ -17,13 +17,17 @@ import json
 import os
 import secrets
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
 from app.config import Settings, first_error_line, load_settings
+
+if TYPE_CHECKING:
+    from app.infrastructure.security.services import IdentityServices
 
 PROJECT_DIR = Path(__file__).resolve().parents[3]
 
@@ -83,36 +87,47 @@ def cmd_migrate(_: argparse.Namespace) -> int:
     return 0
 
 
-async def _create_admin(settings: Settings, email: str, password: str, name: str | None) -> tuple[str, bool]:
-    from app.bootstrap import build_container
+@asynccontextmanager
+async def _identity(settings: Settings) -> AsyncIterator[IdentityServices]:
+    """The identity use cases on their own pool, for one command."""
+    from app.infrastructure.container import build_identity
+    from app.infrastructure.observability.metrics import Metrics
+    from app.infrastructure.persistence.database import create_engine, create_session_factory
+    from app.infrastructure.persistence.unit_of_work import SqlAlchemyUnitOfWork
+    from app.infrastructure.redis_client import create_redis
 
-    container = build_container(settings)
+    assert settings.database.url is not None
+    engine = create_engine(settings.database, settings.database.url.get_secret_value())
+    session_factory = create_session_factory(engine)
+    redis = create_redis(settings.redis)
     try:
-        user, created = await container.identity.ensure_admin(email, password, update_existing=True, name=name)
-        return user.email, created
+        yield build_identity(settings, lambda: SqlAlchemyUnitOfWork(session_factory), redis, Metrics())
     finally:
-        await container.aclose()
+        if redis is not None:
+            await redis.aclose()
+        await engine.dispose()
+
+
+async def _create_admin(settings: Settings, email: str, password: str, name: str | None) -> tuple[str, bool]:
+    async with _identity(settings) as identity:
+        user, created = await identity.ensure_admin(email, password, update_existing=True, name=name)
+        return user.email, created
 
 
 async def _create_api_key(settings: Settings, email: str, name: str) -> tuple[str, str]:
     from app.application.identity.api_keys import ApiKeySpec
-    from app.bootstrap import build_container
     from app.domain.errors import NotFound
     from app.domain.principal import CredentialKind, Principal
-    from app.domain.users import Role, normalise_email
+    from app.domain.users import Role
 
-    container = build_container(settings)
-    try:
-        async with container.unit_of_work() as uow:
-            user = await uow.users.get_by_email(normalise_email(email))
+    async with _identity(settings) as identity:
+        user = await identity.find_user(email)
         if user is None:
             raise NotFound(f"no user with email {email!r}")
         # The operator at the console acts with admin rights; the key itself is the user's.
         operator = Principal(user_id=user.id, email=user.email, role=Role.ADMIN, credential=CredentialKind.JWT)
-        key, secret = await container.identity.issue_api_key(operator, ApiKeySpec(name=name, user_id=user.id))
+        key, secret = await identity.issue_api_key(operator, ApiKeySpec(name=name, user_id=user.id))
         return secret, f"sk-{key.prefix}"
-    finally:
-        await container.aclose()
 
 
 def _domain_errors() -> tuple[type[Exception], ...]:

@@ -1,4 +1,4 @@
-"""The identity use cases and adapters of one application instance (built in `app.bootstrap`)."""
+"""The identity use cases and adapters of one application instance (built by `container.build_identity`)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from app.application.identity.api_keys import GetApiKey, IssueApiKey, ListApiKey
 from app.application.identity.auth import (
     Authenticator,
     EnsureAdmin,
+    FindUserByEmail,
     GetCurrentUser,
     Login,
     Logout,
@@ -26,6 +27,7 @@ class IdentityServices:
     refresh: RefreshSession
     logout: Logout
     current_user: GetCurrentUser
+    find_user: FindUserByEmail
     ensure_admin: EnsureAdmin
     issue_api_key: IssueApiKey
     list_api_keys: ListApiKeys
