@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -280,3 +281,53 @@ async def test_cached_key_works_with_postgres_down_and_uncached_gets_503(
             assert (await client.get("/v1/test/whoami", headers=bearer(uncached))).status_code == 200
     finally:
         proxy.close()
+
+
+async def test_no_secret_or_hash_in_any_response(client: Client, admin: dict[str, Any], settings: Settings) -> None:
+    """Walk every identity endpoint; only the 201 of key creation ever shows a key."""
+    import hashlib
+    import hmac
+
+    responses: list[Any] = []
+    email = f"sweep-{uuid.uuid4().hex[:8]}@example.com"
+    responses.append(await client.post("/v1/auth/register", json={"email": email, "password": "sweep password"}))
+    session = await client.post("/v1/auth/login", json={"email": email, "password": "sweep password"})
+    responses.append(session)
+    first_refresh = session.json()["refresh_token"]
+    refreshed = await client.post("/v1/auth/refresh", json={"refresh_token": first_refresh})
+    responses.append(refreshed)
+    token = refreshed.json()["access_token"]
+    user_id = session.json()["user"]["id"]
+    created = await client.post(
+        "/v1/api-keys", json={"name": "sweep", "user_id": user_id}, headers=bearer(admin["access_token"])
+    )
+    secret = created.json()["key"]
+    key_id = created.json()["id"]
+    admin_headers = bearer(admin["access_token"])
+    responses += [
+        await client.get("/v1/auth/me", headers=bearer(token)),
+        await client.get("/v1/auth/me", headers=bearer(secret)),
+        await client.get("/v1/api-keys", headers=admin_headers),
+        await client.get("/v1/api-keys", headers=bearer(token)),
+        await client.get(f"/v1/api-keys/{key_id}", headers=admin_headers),
+        await client.patch(f"/v1/api-keys/{key_id}", json={"name": "renamed"}, headers=admin_headers),
+        await client.get("/v1/admin/users?limit=100", headers=admin_headers),
+        await client.patch(f"/v1/admin/users/{user_id}", json={"role": "user"}, headers=admin_headers),
+        await client.delete(f"/v1/api-keys/{key_id}", headers=admin_headers),
+    ]
+    forbidden = [
+        secret,
+        hmac.new(settings.api_key_pepper.encode(), secret.encode(), hashlib.sha256).hexdigest(),
+        hashlib.sha256(first_refresh.encode()).hexdigest(),
+        hashlib.sha256(refreshed.json()["refresh_token"].encode()).hexdigest(),
+        "$argon2",
+        "password",
+        "key_hash",
+        "token_hash",
+    ]
+    for response in responses:
+        assert response.status_code < 300, response.text
+        for needle in forbidden:
+            assert needle not in response.text, (response.request.url, needle)
+    assert "$argon2" not in created.text
+    assert "key_hash" not in created.text

@@ -14,6 +14,7 @@ from litestar.exceptions import HTTPException
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
+from litestar.openapi.spec import Components, SecurityScheme
 
 import app as app_package
 from app.application.health import CheckReadiness
@@ -92,6 +93,16 @@ def build_http_app(container: Container, extra_route_handlers: Sequence[Any] = (
             description="OpenAI-compatible AI agent backend. See docs/api.md for compatibility notes.",
             path="/docs",
             render_plugins=[SwaggerRenderPlugin(path="/")],
+            components=Components(
+                security_schemes={
+                    "bearer": SecurityScheme(
+                        type="http",
+                        scheme="bearer",
+                        description="A JWT access token (POST /v1/auth/login) or an API key (sk-...).",
+                    )
+                }
+            ),
+            security=[{"bearer": []}],
         ),
         debug=False,
         logging_config=None,  # structlog is configured once, in bootstrap
