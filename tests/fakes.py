@@ -124,8 +124,14 @@ class InMemoryApiKeyRepository:
     async def update(self, key: ApiKey) -> None:
         self.rows[key.id] = key
 
-    async def ids_for_user(self, user_id: uuid.UUID) -> list[uuid.UUID]:
-        return [k.id for k in self.rows.values() if k.user_id == user_id]
+    async def revoke(self, key_id: uuid.UUID, at: datetime) -> None:
+        key = self.rows.get(key_id)
+        if key is not None and key.revoked_at is None:
+            key.revoked_at = at
+
+    async def set_key_hash(self, key_id: uuid.UUID, key_hash: str) -> None:
+        if key_id in self.rows:
+            self.rows[key_id].key_hash = key_hash
 
     async def touch_last_used(self, stamps: dict[uuid.UUID, datetime]) -> None:
         for key_id, at in stamps.items():

@@ -331,3 +331,39 @@ async def test_no_secret_or_hash_in_any_response(client: Client, admin: dict[str
             assert needle not in response.text, (response.request.url, needle)
     assert "$argon2" not in created.text
     assert "key_hash" not in created.text
+
+
+def _with_pepper(settings: Settings, pepper: str, previous: list[str]) -> Settings:
+    from pydantic import SecretStr
+
+    from app.config import AuthSettings
+
+    auth = AuthSettings(
+        argon2_memory_kib=64, argon2_time_cost=1, api_key_previous_peppers=[SecretStr(p) for p in previous]
+    )
+    security = settings.security.model_copy(update={"api_key_pepper": SecretStr(pepper)})
+    groups = {name: getattr(settings, name) for name in Settings.model_fields}
+    return Settings(**{**groups, "auth": auth, "security": security})  # new object: no cached pepper
+
+
+async def test_pepper_rotation_rehashes_keys_on_use(settings: Settings, app_factory: AppFactory) -> None:
+    old, new = "old-pepper-" + uuid.uuid4().hex * 2, "new-pepper-" + uuid.uuid4().hex * 2
+    base = with_admin(settings)
+    async with AsyncTestClient(app=app_factory(_with_pepper(base, old, []), [whoami])) as client:
+        admin = await admin_session(client)
+        key = (await issue_key(client, admin["access_token"]))["key"]
+    async with AsyncTestClient(app=app_factory(_with_pepper(base, new, []), [whoami])) as client:
+        assert (await client.get("/v1/test/whoami", headers=bearer(key))).status_code == 401  # control
+    async with AsyncTestClient(app=app_factory(_with_pepper(base, new, [old]), [whoami])) as client:
+        assert (await client.get("/v1/test/whoami", headers=bearer(key))).status_code == 200
+    async with AsyncTestClient(app=app_factory(_with_pepper(base, new, []), [whoami])) as client:
+        assert (await client.get("/v1/test/whoami", headers=bearer(key))).status_code == 200  # re-hashed
+
+
+async def test_a_known_access_token_costs_no_database_query(client: Client) -> None:
+    session = await new_user_session(client)
+    assert (await client.get("/v1/test/whoami", headers=bearer(session["access_token"]))).status_code == 200
+    with counting_queries(client.app.state.container.engine) as counter:
+        for _ in range(5):
+            assert (await client.get("/v1/test/whoami", headers=bearer(session["access_token"]))).status_code == 200
+    assert counter.statements == []

@@ -219,8 +219,6 @@ class RevokeApiKey:
             if key is None or (not principal.is_admin and key.user_id != principal.user_id):
                 raise NotFound("No such API key.")
             if key.revoked_at is None:
-                key.revoked_at = self._clock.now()
-                key.updated_at = key.revoked_at
-                await uow.api_keys.update(key)
+                await uow.api_keys.revoke(key_id, self._clock.now())
                 await uow.commit()
         await self._revocation.revoke_api_key(key_id)

@@ -371,10 +371,10 @@ class Authenticator:
         state = await self._state(user_id=api_key.user_id, api_key_id=api_key.id)
         if state is not None:
             self._cache.put_key(digest, CachedApiKey(api_key, user, state.api_key_version, state.user_version))
-        if stale_pepper:
+        if stale_pepper:  # hashed with a previous pepper: move it to the current one
             api_key.key_hash = digest
             async with self._uow() as uow:
-                await uow.api_keys.update(api_key)
+                await uow.api_keys.set_key_hash(api_key.id, digest)
                 await uow.commit()
         return self._accept(api_key, user, state)
 

@@ -173,20 +173,25 @@ class SqlAlchemyApiKeyRepository:
             .where(ApiKeyModel.id == key.id)
             .values(
                 name=key.name,
-                key_hash=key.key_hash,
                 allowed_models=list(key.allowed_models) if key.allowed_models is not None else None,
                 allowed_tools=list(key.allowed_tools) if key.allowed_tools is not None else None,
                 rpm_limit=key.rpm_limit,
                 tpm_limit=key.tpm_limit,
                 daily_token_budget=key.daily_token_budget,
                 expires_at=key.expires_at,
-                revoked_at=key.revoked_at,
                 updated_at=key.updated_at,
             )
         )
 
-    async def ids_for_user(self, user_id: uuid.UUID) -> list[uuid.UUID]:
-        return list((await self._db.execute(select(ApiKeyModel.id).where(ApiKeyModel.user_id == user_id))).scalars())
+    async def revoke(self, key_id: uuid.UUID, at: datetime) -> None:
+        await self._db.execute(
+            update(ApiKeyModel)
+            .where(ApiKeyModel.id == key_id, ApiKeyModel.revoked_at.is_(None))
+            .values(revoked_at=at, updated_at=at)
+        )
+
+    async def set_key_hash(self, key_id: uuid.UUID, key_hash: str) -> None:
+        await self._db.execute(update(ApiKeyModel).where(ApiKeyModel.id == key_id).values(key_hash=key_hash))
 
     async def touch_last_used(self, stamps: dict[uuid.UUID, datetime]) -> None:
         if not stamps:
