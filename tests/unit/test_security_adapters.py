@@ -128,3 +128,49 @@ async def test_password_hasher_rehashes_when_parameters_change() -> None:
     assert await stronger.verify("password123", None) == (False, None)
     assert await stronger.verify("password123", "not-a-hash") == (False, None)
     assert CryptContext(schemes=["argon2"]).identify(stored) == "argon2"
+
+
+async def test_last_used_writer_dedupes_bounds_and_flushes_on_stop() -> None:
+    from datetime import UTC, datetime
+
+    from app.application.ports import UnitOfWork
+    from app.domain.identity import ApiKey
+    from app.infrastructure.security.last_used import BackgroundLastUsedWriter
+    from tests.fakes import FakeUnitOfWork
+
+    uow = FakeUnitOfWork()
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    keys = [
+        ApiKey(
+            id=uuid.uuid4(),
+            user_id=uuid.uuid4(),
+            name="k",
+            prefix=f"p{i}",
+            key_hash="h",
+            created_at=now,
+            updated_at=now,
+        )
+        for i in range(3)
+    ]
+    for key in keys:
+        await uow.api_keys.add(key)
+
+    def factory() -> UnitOfWork:
+        return uow  # type: ignore[return-value] # the fake's repositories are concrete
+
+    clock = Clock()
+    dropped: list[int] = []
+    writer = BackgroundLastUsedWriter(
+        factory, interval_seconds=60, queue_size=2, on_drop=lambda: dropped.append(1), clock=clock
+    )
+    writer.record(keys[0].id, now)  # not started: ignored, never raises
+    await writer.start()
+    writer.record(keys[0].id, now)
+    writer.record(keys[0].id, now)  # within the interval: not queued again
+    writer.record(keys[1].id, now)
+    writer.record(keys[2].id, now)  # the queue holds 2: dropped and counted
+    assert dropped == [1]
+    await writer.stop()
+    assert keys[0].last_used_at == now
+    assert keys[1].last_used_at == now
+    assert keys[2].last_used_at is None
