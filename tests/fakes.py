@@ -42,8 +42,11 @@ class InMemoryUserRepository:
             raise ValueError("duplicate email")
         self.rows[user.id] = user
 
-    async def get(self, user_id: uuid.UUID) -> User | None:
+    async def get(self, user_id: uuid.UUID, *, for_update: bool = False) -> User | None:
         return self.rows.get(user_id)
+
+    async def set_password_hash(self, user_id: uuid.UUID, password_hash: str) -> None:
+        self.rows[user_id].password_hash = password_hash
 
     async def get_by_email(self, email: str) -> User | None:
         return next((u for u in self.rows.values() if u.email == email), None)

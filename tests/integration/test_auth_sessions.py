@@ -147,3 +147,29 @@ async def test_exactly_one_of_two_concurrent_refreshes_succeeds(settings: Settin
     assert len(successes) == 1
     assert len(failures) == 1
     assert isinstance(failures[0], Unauthenticated)
+
+
+async def test_login_rehashes_when_argon2_parameters_change(
+    settings: Settings, app_factory: AppFactory, database_url: str
+) -> None:
+    from sqlalchemy import text
+
+    from app.config import AuthSettings, DatabaseSettings
+    from app.infrastructure.persistence.database import create_engine
+
+    async def stored_hash(email: str) -> str:
+        engine = create_engine(DatabaseSettings(url=database_url), database_url)
+        try:
+            async with engine.connect() as conn:
+                value = await conn.scalar(text("SELECT password_hash FROM users WHERE email = :e"), {"e": email})
+                return str(value)
+        finally:
+            await engine.dispose()
+
+    async with AsyncTestClient(app=app_factory(settings)) as client:
+        user = await register(client)
+    assert "m=64," in await stored_hash(user["email"])
+    stronger = settings.model_copy(update={"auth": AuthSettings(argon2_memory_kib=128, argon2_time_cost=1)})
+    async with AsyncTestClient(app=app_factory(stronger)) as client:
+        await login(client, user["email"])
+    assert "m=128," in await stored_hash(user["email"])

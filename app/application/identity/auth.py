@@ -203,9 +203,7 @@ class Login:
         refresh_secret, refresh_row = self._sessions.new_refresh_token(session)
         async with self._uow() as uow:
             if new_hash is not None:
-                user.password_hash = new_hash
-                user.updated_at = self._sessions.clock.now()
-                await uow.users.update(user)
+                await uow.users.set_password_hash(user.id, new_hash)
             await uow.sessions.add(session)
             await uow.sessions.add_refresh_token(refresh_row)
             await uow.commit()

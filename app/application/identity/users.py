@@ -49,7 +49,7 @@ class UpdateUser:
         now = self._clock.now()
         ended_sessions: list[uuid.UUID] = []
         async with self._uow() as uow:
-            user = await uow.users.get(user_id)
+            user = await uow.users.get(user_id, for_update=True)
             if user is None:
                 raise NotFound("No such user.")
             if role is not None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import func, select, tuple_
+from sqlalchemy import func, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -51,9 +51,17 @@ class SqlAlchemyUserRepository:
                 raise Conflict("An account with this email already exists.", code="email_taken", param="email") from exc
             raise
 
-    async def get(self, user_id: uuid.UUID) -> User | None:
-        row = await self._session.get(UserModel, user_id)
+    async def get(self, user_id: uuid.UUID, *, for_update: bool = False) -> User | None:
+        row = await self._session.get(UserModel, user_id, with_for_update=for_update)
         return _user_to_domain(row) if row else None
+
+    async def set_password_hash(self, user_id: uuid.UUID, password_hash: str) -> None:
+        await self._session.execute(
+            update(UserModel)
+            .where(UserModel.id == user_id)
+            .values(password_hash=password_hash, updated_at=func.now())
+            .execution_options(synchronize_session=False)
+        )
 
     async def get_by_email(self, email: str) -> User | None:
         row = (await self._session.execute(select(UserModel).where(UserModel.email == email))).scalar_one_or_none()
