@@ -12,11 +12,12 @@ from litestar import Litestar
 from app.application.health import CheckReadiness
 from app.application.ports import DependencyProbe
 from app.config import Settings, load_settings
-from app.infrastructure.container import Container
+from app.infrastructure.container import Container, build_identity
 from app.infrastructure.http.app import build_http_app
 from app.infrastructure.observability.logging import configure_logging
 from app.infrastructure.observability.metrics import Metrics
 from app.infrastructure.persistence.database import DatabaseProbe, create_engine, create_session_factory
+from app.infrastructure.persistence.unit_of_work import SqlAlchemyUnitOfWork
 from app.infrastructure.redis_client import InProcessLimiterProbe, RedisProbe, create_redis
 from app.infrastructure.tools.registry import build_tool_registry
 
@@ -39,15 +40,18 @@ def build_container(settings: Settings) -> Container:
         timeout=httpx.Timeout(connect=5.0, read=60.0, write=30.0, pool=5.0),
         limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
     )
+    session_factory = create_session_factory(engine)
+    metrics = Metrics()
     return Container(
         settings=settings,
         engine=engine,
-        session_factory=create_session_factory(engine),
+        session_factory=session_factory,
         redis=redis,
         http_client=http_client,
-        metrics=Metrics(),
+        metrics=metrics,
         readiness=CheckReadiness(probes),
         tools=build_tool_registry(settings.tools),
+        identity=build_identity(settings, lambda: SqlAlchemyUnitOfWork(session_factory), redis, metrics),
     )
 
 

@@ -8,6 +8,7 @@ Outside development the service refuses to start with weak secrets (see `Setting
 from __future__ import annotations
 
 import enum
+from datetime import datetime
 from functools import cached_property
 from typing import Annotated, Any
 
@@ -110,6 +111,50 @@ class SecuritySettings(BaseSettings):
     api_key_pepper: SecretStr | None = None
 
 
+def _split_secrets(value: Any) -> Any:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+SecretCsvList = Annotated[list[SecretStr], NoDecode]
+
+
+class AuthSettings(BaseSettings):
+    """Sessions, tokens, password hashing, API-key caching and login throttling."""
+
+    model_config = _config()
+
+    jwt_issuer: str = "agent-api"
+    jwt_audience: str = "agent-api"
+    access_token_ttl_seconds: int = Field(900, ge=30, le=24 * 3600)
+    refresh_token_ttl_seconds: int = Field(30 * 24 * 3600, ge=60, le=365 * 24 * 3600)
+    jwt_leeway_seconds: int = Field(10, ge=0, le=30)
+    # Signing-key rotation: the secrets JWT_SECRET replaced keep verifying (never signing)
+    # until JWT_ROTATED_AT + JWT_ROTATION_OVERLAP_SECONDS (JWT_ROTATED_AT unset: process start).
+    jwt_previous_secrets: SecretCsvList = Field(default_factory=list)
+    jwt_rotated_at: datetime | None = None
+    jwt_rotation_overlap_seconds: int = Field(960, ge=0, le=30 * 24 * 3600)
+    # Pepper rotation: keys hashed with a previous pepper still authenticate and are re-hashed.
+    api_key_previous_peppers: SecretCsvList = Field(default_factory=list)
+    # argon2id; the defaults are OWASP's (19 MiB, 2 iterations, 1 lane).
+    argon2_memory_kib: int = Field(19 * 1024, ge=8, le=4 * 1024 * 1024)
+    argon2_time_cost: int = Field(2, ge=1, le=100)
+    argon2_parallelism: int = Field(1, ge=1, le=64)
+    # In-process cache of authenticated API keys and users (revocation is checked in Redis on every request).
+    identity_cache_ttl_seconds: float = Field(60.0, ge=0, le=3600)
+    identity_cache_max_entries: int = Field(10_000, ge=1)
+    # `last_used_at` of a key is written behind the request, at most once per interval.
+    api_key_last_used_interval_seconds: float = Field(60.0, ge=1)
+    api_key_last_used_queue_size: int = Field(10_000, ge=1)
+    # Failed logins allowed per window before 429, per account and per client IP.
+    login_max_failures_per_account: int = Field(5, ge=1)
+    login_max_failures_per_ip: int = Field(20, ge=1)
+    login_failure_window_seconds: int = Field(900, ge=1)
+
+    _split = field_validator("jwt_previous_secrets", "api_key_previous_peppers", mode="before")(_split_secrets)
+
+
 class LLMSettings(BaseSettings):
     """The upstream model(s). Unset base URL means the demo provider."""
 
@@ -174,6 +219,7 @@ class Settings(BaseSettings):
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     redis: RedisSettings = Field(default_factory=RedisSettings)
     security: SecuritySettings = Field(default_factory=SecuritySettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
     llm: LLMSettings = Field(default_factory=LLMSettings)
     bootstrap: BootstrapSettings = Field(default_factory=BootstrapSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)

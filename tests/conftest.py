@@ -13,6 +13,7 @@ from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
 from app.config import (
+    AuthSettings,
     DatabaseSettings,
     Environment,
     LoggingSettings,
@@ -91,6 +92,8 @@ def make_settings(database_url: str, redis_url: str | None, **overrides: Any) ->
         "redis": RedisSettings(url=redis_url, key_prefix=f"test-{uuid.uuid4().hex[:8]}:"),
         "security": SecuritySettings(jwt_secret=secrets.token_urlsafe(48), api_key_pepper=secrets.token_urlsafe(48)),
         "logging": LoggingSettings(level="WARNING", format="json"),
+        # Cheap argon2 parameters: the tests exercise the logic, not the cost.
+        "auth": AuthSettings(argon2_memory_kib=64, argon2_time_cost=1),
     }
     groups.update(overrides)
     return Settings(**groups)

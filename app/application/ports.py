@@ -9,6 +9,7 @@ from datetime import datetime
 from types import TracebackType
 from typing import Protocol, Self
 
+from app.domain.identity import ApiKeyRepository, SessionRepository
 from app.domain.users import UserRepository
 
 
@@ -16,6 +17,8 @@ class UnitOfWork(Protocol):
     """An explicit transaction: ``async with uow:`` rolls back unless the use case commits."""
 
     users: UserRepository
+    sessions: SessionRepository
+    api_keys: ApiKeyRepository
 
     async def __aenter__(self) -> Self: ...
 

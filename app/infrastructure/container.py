@@ -11,12 +11,37 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.application.health import CheckReadiness
+from app.application.identity.api_keys import GetApiKey, IssueApiKey, ListApiKeys, RevokeApiKey, UpdateApiKey
+from app.application.identity.auth import (
+    Authenticator,
+    EnsureAdmin,
+    FindUserByEmail,
+    GetCurrentUser,
+    Login,
+    Logout,
+    RefreshSession,
+    RegisterUser,
+    SessionStarter,
+)
+from app.application.identity.ports import LoginThrottle, RevocationStore
+from app.application.identity.users import ListUsers, UpdateUser
+from app.application.ports import UnitOfWorkFactory
 from app.application.tools import ToolRegistry
 from app.config import Settings
+from app.domain.errors import Conflict
 from app.infrastructure.observability.logging import get_logger
 from app.infrastructure.observability.metrics import Metrics
 from app.infrastructure.persistence import migrations
 from app.infrastructure.persistence.unit_of_work import SqlAlchemyUnitOfWork, is_connectivity_error
+from app.infrastructure.security.api_keys import HmacApiKeyCodec
+from app.infrastructure.security.cache import InProcessIdentityCache
+from app.infrastructure.security.clock import SystemClock
+from app.infrastructure.security.last_used import BackgroundLastUsedWriter
+from app.infrastructure.security.passwords import Argon2PasswordHasher
+from app.infrastructure.security.revocation import InProcessRevocationStore, RedisRevocationStore
+from app.infrastructure.security.services import IdentityServices
+from app.infrastructure.security.throttle import InProcessLoginThrottle, RedisLoginThrottle
+from app.infrastructure.security.tokens import JwtAccessTokens, OpaqueRefreshTokens
 
 log = get_logger(__name__)
 
@@ -30,6 +55,7 @@ class Container:
     http_client: httpx.AsyncClient
     metrics: Metrics
     readiness: CheckReadiness
+    identity: IdentityServices
     # The tools this process offers (built-ins, configured web_search, plugins).
     tools: ToolRegistry = field(default_factory=ToolRegistry)
     # How long start() waits for the database before giving up (a compose or k8s start race).
@@ -47,18 +73,111 @@ class Container:
                 if self.settings.auto_migrate:
                     await migrations.upgrade(self.engine)
                 await migrations.ensure_schema_current(self.engine)
-                return
+                break
             except Exception as exc:
                 if not is_connectivity_error(exc) or time.monotonic() >= deadline:
                     raise
                 log.warning("database_not_ready_at_startup", error=type(exc).__name__)
                 await asyncio.sleep(1.0)
+        await self.identity.last_used_writer.start()
+        await self._bootstrap_admin()
+
+    async def _bootstrap_admin(self) -> None:
+        """BOOTSTRAP_ADMIN_EMAIL / _PASSWORD: create that admin if absent (every worker may try)."""
+        boot = self.settings.bootstrap
+        if not boot.bootstrap_admin_email or boot.bootstrap_admin_password is None:
+            return
+        try:
+            _, created = await self.identity.ensure_admin(
+                boot.bootstrap_admin_email, boot.bootstrap_admin_password.get_secret_value(), update_existing=False
+            )
+        except Conflict:  # another worker created it a moment ago
+            return
+        if created:
+            log.info("bootstrap_admin_created")
 
     async def aclose(self) -> None:
         if self._closed:
             return
         self._closed = True
+        await self.identity.last_used_writer.stop()
         await self.http_client.aclose()
         if self.redis is not None:
             await self.redis.aclose()
         await self.engine.dispose()
+
+
+def build_identity(
+    settings: Settings, uow: UnitOfWorkFactory, redis: Redis | None, metrics: Metrics
+) -> IdentityServices:
+    """Users, sessions, tokens and API keys: adapters from settings, use cases from adapters."""
+    auth = settings.auth
+    clock = SystemClock()
+    hasher = Argon2PasswordHasher(
+        memory_kib=auth.argon2_memory_kib, time_cost=auth.argon2_time_cost, parallelism=auth.argon2_parallelism
+    )
+    overlap_start = auth.jwt_rotated_at.timestamp() if auth.jwt_rotated_at else time.time()
+    access_tokens = JwtAccessTokens(
+        secret=settings.jwt_secret,
+        previous_secrets=[s.get_secret_value() for s in auth.jwt_previous_secrets],
+        previous_retire_at=overlap_start + auth.jwt_rotation_overlap_seconds,
+        issuer=auth.jwt_issuer,
+        audience=auth.jwt_audience,
+        ttl_seconds=auth.access_token_ttl_seconds,
+        leeway_seconds=auth.jwt_leeway_seconds,
+    )
+    codec = HmacApiKeyCodec(settings.api_key_pepper, [p.get_secret_value() for p in auth.api_key_previous_peppers])
+    # An ended session's marker must outlive its access tokens.
+    session_marker_ttl = auth.access_token_ttl_seconds + auth.jwt_leeway_seconds + 60
+    local_throttle = InProcessLoginThrottle(
+        max_per_account=auth.login_max_failures_per_account,
+        max_per_ip=auth.login_max_failures_per_ip,
+        window_seconds=auth.login_failure_window_seconds,
+    )
+    revocation: RevocationStore
+    throttle: LoginThrottle
+    if redis is not None:
+        revocation = RedisRevocationStore(
+            redis, key_prefix=settings.redis.key_prefix, session_marker_ttl_seconds=session_marker_ttl
+        )
+        throttle = RedisLoginThrottle(
+            redis,
+            local_throttle,
+            key_prefix=settings.redis.key_prefix,
+            max_per_account=auth.login_max_failures_per_account,
+            max_per_ip=auth.login_max_failures_per_ip,
+            window_seconds=auth.login_failure_window_seconds,
+        )
+    else:
+        revocation = InProcessRevocationStore(session_marker_ttl_seconds=session_marker_ttl)
+        throttle = local_throttle
+    cache = InProcessIdentityCache(
+        ttl_seconds=auth.identity_cache_ttl_seconds, max_entries=auth.identity_cache_max_entries
+    )
+    writer = BackgroundLastUsedWriter(
+        uow,
+        interval_seconds=auth.api_key_last_used_interval_seconds,
+        queue_size=auth.api_key_last_used_queue_size,
+        on_drop=metrics.api_key_last_used_dropped.inc,
+    )
+    starter = SessionStarter(
+        access_tokens, OpaqueRefreshTokens(), clock, refresh_ttl_seconds=auth.refresh_token_ttl_seconds
+    )
+    return IdentityServices(
+        authenticator=Authenticator(uow, access_tokens, codec, revocation, cache, writer, clock),
+        register=RegisterUser(uow, hasher, clock, allow_registration=settings.bootstrap.allow_registration),
+        login=Login(uow, hasher, starter, throttle),
+        refresh=RefreshSession(uow, starter, revocation),
+        logout=Logout(uow, revocation, clock),
+        current_user=GetCurrentUser(uow),
+        find_user=FindUserByEmail(uow),
+        ensure_admin=EnsureAdmin(uow, hasher, clock),
+        issue_api_key=IssueApiKey(uow, codec, clock),
+        list_api_keys=ListApiKeys(uow),
+        get_api_key=GetApiKey(uow),
+        update_api_key=UpdateApiKey(uow, revocation, clock),
+        revoke_api_key=RevokeApiKey(uow, revocation, clock),
+        list_users=ListUsers(uow),
+        update_user=UpdateUser(uow, revocation, clock),
+        last_used_writer=writer,
+    )

@@ -23,36 +23,37 @@ class Payload(BaseModel):
     count: int = 1
 
 
-@post("/_test/echo")
+@post("/_test/echo", exclude_from_auth=True)
 async def echo(data: JSONBody[Payload]) -> Payload:
     return data
 
 
-@get("/_test/boom")
+@get("/_test/boom", exclude_from_auth=True)
 async def boom() -> None:
     raise RuntimeError("postgresql://admin:hunter2@db/secret-internals")
 
 
-@get("/_test/conflict")
+@get("/_test/conflict", exclude_from_auth=True)
 async def conflict() -> None:
     raise Conflict("That email is taken.", code="email_taken", param="email")
 
 
-@get("/_test/limited")
+@get("/_test/limited", exclude_from_auth=True)
 async def limited() -> None:
     raise RateLimited("Slow down.", retry_after_seconds=1.2)
 
 
-@get("/_test/quota")
+@get("/_test/quota", exclude_from_auth=True)
 async def quota() -> None:
     raise RateLimited("Budget spent.", retry_after_seconds=3600, code="insufficient_quota", should_retry=False)
 
 
-@get("/_test/db-down")
+@get("/_test/db-down", exclude_from_auth=True)
 async def db_down() -> None:
     raise ServiceUnavailable("The database is unavailable.", code="database_unavailable")
 
 
+# The probes test error mapping, not authentication: they opt out of the auth middleware.
 PROBES = [echo, boom, conflict, limited, quota, db_down]
 
 

@@ -11,13 +11,17 @@ from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.exceptions import HTTPException
+from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
+from litestar.openapi.spec import Components, SecurityScheme
 
 import app as app_package
 from app.application.health import CheckReadiness
 from app.domain.errors import DomainError
 from app.infrastructure.container import Container
+from app.infrastructure.http.auth import CredentialAuthenticationMiddleware
+from app.infrastructure.http.controllers.identity import AdminUsersController, ApiKeyController, AuthController
 from app.infrastructure.http.controllers.operations import OperationsController
 from app.infrastructure.http.errors import (
     handle_domain_error,
@@ -26,6 +30,7 @@ from app.infrastructure.http.errors import (
     make_unexpected_error_handler,
 )
 from app.infrastructure.http.middleware import RequestContextMiddleware
+from app.infrastructure.security.services import IdentityServices
 
 
 def build_http_app(container: Container, extra_route_handlers: Sequence[Any] = ()) -> Litestar:
@@ -42,6 +47,9 @@ def build_http_app(container: Container, extra_route_handlers: Sequence[Any] = (
 
     def provide_readiness() -> CheckReadiness:
         return container.readiness
+
+    def provide_identity() -> IdentityServices:
+        return container.identity
 
     cors = (
         CORSConfig(
@@ -60,8 +68,20 @@ def build_http_app(container: Container, extra_route_handlers: Sequence[Any] = (
         Exception: make_unexpected_error_handler(container.metrics.unhandled_errors.inc),
     }
     application = Litestar(
-        route_handlers=[OperationsController, *extra_route_handlers],
-        dependencies={"readiness": Provide(provide_readiness, sync_to_thread=False)},
+        route_handlers=[
+            OperationsController,
+            AuthController,
+            ApiKeyController,
+            AdminUsersController,
+            *extra_route_handlers,
+        ],
+        dependencies={
+            "readiness": Provide(provide_readiness, sync_to_thread=False),
+            "identity": Provide(provide_identity, sync_to_thread=False),
+        },
+        middleware=[
+            DefineMiddleware(CredentialAuthenticationMiddleware, authenticator=container.identity.authenticator)
+        ],
         exception_handlers=exception_handlers,
         lifespan=[lifespan],
         cors_config=cors,
@@ -73,6 +93,16 @@ def build_http_app(container: Container, extra_route_handlers: Sequence[Any] = (
             description="OpenAI-compatible AI agent backend. See docs/api.md for compatibility notes.",
             path="/docs",
             render_plugins=[SwaggerRenderPlugin(path="/")],
+            components=Components(
+                security_schemes={
+                    "bearer": SecurityScheme(
+                        type="http",
+                        scheme="bearer",
+                        description="A JWT access token (POST /v1/auth/login) or an API key (sk-...).",
+                    )
+                }
+            ),
+            security=[{"bearer": []}],
         ),
         debug=False,
         logging_config=None,  # structlog is configured once, in bootstrap

@@ -27,6 +27,11 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self.api_key_last_used_dropped = Counter(
+            "agent_api_api_key_last_used_dropped_total",
+            "last_used_at stamps dropped because the background queue was full.",
+            registry=self.registry,
+        )
         self.unhandled_errors = Counter(
             "agent_api_unhandled_errors_total",
             "Unexpected exceptions turned into 500 responses.",

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, tuple_, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.domain.errors import Conflict
 from app.domain.users import Role, User
 from app.infrastructure.persistence.models import UserModel
 
@@ -41,11 +44,24 @@ class SqlAlchemyUserRepository:
                 updated_at=user.updated_at,
             )
         )
-        await self._session.flush()
+        try:
+            await self._session.flush()
+        except IntegrityError as exc:
+            if "uq_users_email" in str(exc.orig):
+                raise Conflict("An account with this email already exists.", code="email_taken", param="email") from exc
+            raise
 
-    async def get(self, user_id: uuid.UUID) -> User | None:
-        row = await self._session.get(UserModel, user_id)
+    async def get(self, user_id: uuid.UUID, *, for_update: bool = False) -> User | None:
+        row = await self._session.get(UserModel, user_id, with_for_update=for_update)
         return _user_to_domain(row) if row else None
+
+    async def set_password_hash(self, user_id: uuid.UUID, password_hash: str) -> None:
+        await self._session.execute(
+            update(UserModel)
+            .where(UserModel.id == user_id)
+            .values(password_hash=password_hash, updated_at=func.now())
+            .execution_options(synchronize_session=False)
+        )
 
     async def get_by_email(self, email: str) -> User | None:
         row = (await self._session.execute(select(UserModel).where(UserModel.email == email))).scalar_one_or_none()
@@ -66,3 +82,9 @@ class SqlAlchemyUserRepository:
     async def count_admins(self) -> int:
         stmt = select(func.count()).select_from(UserModel).where(UserModel.role == Role.ADMIN.value)
         return int((await self._session.execute(stmt)).scalar_one())
+
+    async def list_page(self, *, limit: int, after: tuple[datetime, uuid.UUID] | None) -> list[User]:
+        stmt = select(UserModel).order_by(UserModel.created_at.desc(), UserModel.id.desc()).limit(limit)
+        if after is not None:
+            stmt = stmt.where(tuple_(UserModel.created_at, UserModel.id) < tuple_(*after))
+        return [_user_to_domain(row) for row in (await self._session.execute(stmt)).scalars()]

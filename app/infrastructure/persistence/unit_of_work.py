@@ -10,6 +10,12 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.domain.errors import ServiceUnavailable
+from app.domain.identity import ApiKeyRepository, SessionRepository
+from app.domain.users import UserRepository
+from app.infrastructure.persistence.identity_repositories import (
+    SqlAlchemyApiKeyRepository,
+    SqlAlchemySessionRepository,
+)
 from app.infrastructure.persistence.repositories import SqlAlchemyUserRepository
 
 
@@ -30,6 +36,11 @@ class SqlAlchemyUnitOfWork:
     a 503: a database blip is never a 401 or a 500.
     """
 
+    # Typed as the domain protocols so this class satisfies the application's `UnitOfWork`.
+    users: UserRepository
+    sessions: SessionRepository
+    api_keys: ApiKeyRepository
+
     def __init__(self, session_factory: async_sessionmaker[AsyncSession]) -> None:
         self._session_factory = session_factory
         self._session: AsyncSession | None = None
@@ -37,6 +48,8 @@ class SqlAlchemyUnitOfWork:
     async def __aenter__(self) -> Self:
         self._session = self._session_factory()
         self.users = SqlAlchemyUserRepository(self._session)
+        self.sessions = SqlAlchemySessionRepository(self._session)
+        self.api_keys = SqlAlchemyApiKeyRepository(self._session)
         return self
 
     async def __aexit__(

@@ -1,0 +1,1 @@
+"""Identity use cases: users, sessions, tokens, API keys and the admin's user management."""
