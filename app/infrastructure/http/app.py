@@ -17,12 +17,13 @@ from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 
 import app as app_package
-from app.application.health import CheckReadiness
+from app.application.tools import ExecuteTool, ExecuteToolBatch, ListTools
 from app.domain.errors import DomainError
 from app.infrastructure.container import Container
 from app.infrastructure.http.auth import CredentialAuthenticationMiddleware
 from app.infrastructure.http.controllers.identity import AdminUsersController, ApiKeyController, AuthController
 from app.infrastructure.http.controllers.operations import OperationsController
+from app.infrastructure.http.controllers.tools import ToolsController
 from app.infrastructure.http.errors import (
     handle_domain_error,
     handle_http_exception,
@@ -30,7 +31,13 @@ from app.infrastructure.http.errors import (
     make_unexpected_error_handler,
 )
 from app.infrastructure.http.middleware import RequestContextMiddleware
-from app.infrastructure.security.services import IdentityServices
+
+
+def _provide(value: object) -> Provide:
+    def provider() -> object:
+        return value
+
+    return Provide(provider, sync_to_thread=False)
 
 
 def build_http_app(container: Container, extra_route_handlers: Sequence[Any] = ()) -> Litestar:
@@ -45,11 +52,15 @@ def build_http_app(container: Container, extra_route_handlers: Sequence[Any] = (
         finally:
             await container.aclose()
 
-    def provide_readiness() -> CheckReadiness:
-        return container.readiness
-
-    def provide_identity() -> IdentityServices:
-        return container.identity
+    execute_tool = ExecuteTool(container.tools)
+    # One instance of each per application; handlers receive them by name.
+    provided: dict[str, object] = {
+        "readiness": container.readiness,
+        "identity": container.identity,
+        "list_tools": ListTools(container.tools),
+        "execute_tool": execute_tool,
+        "execute_tool_batch": ExecuteToolBatch(execute_tool, concurrency=settings.tools.batch_concurrency),
+    }
 
     cors = (
         CORSConfig(
@@ -73,12 +84,10 @@ def build_http_app(container: Container, extra_route_handlers: Sequence[Any] = (
             AuthController,
             ApiKeyController,
             AdminUsersController,
+            ToolsController,
             *extra_route_handlers,
         ],
-        dependencies={
-            "readiness": Provide(provide_readiness, sync_to_thread=False),
-            "identity": Provide(provide_identity, sync_to_thread=False),
-        },
+        dependencies={name: _provide(value) for name, value in provided.items()},
         middleware=[
             DefineMiddleware(CredentialAuthenticationMiddleware, authenticator=container.identity.authenticator)
         ],
