@@ -12,6 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.application.health import CheckReadiness
 from app.config import Settings
+from app.infrastructure.llm.routing import StaticModelCatalog
+from app.infrastructure.llm.usage_recorder import BatchingUsageRecorder
 from app.infrastructure.observability.logging import get_logger
 from app.infrastructure.observability.metrics import Metrics
 from app.infrastructure.persistence import migrations
@@ -29,6 +31,8 @@ class Container:
     http_client: httpx.AsyncClient
     metrics: Metrics
     readiness: CheckReadiness
+    model_catalog: StaticModelCatalog
+    usage_recorder: BatchingUsageRecorder
     # How long start() waits for the database before giving up (a compose or k8s start race).
     database_wait_seconds: float = 30.0
     _closed: bool = field(default=False, init=False)
@@ -44,6 +48,7 @@ class Container:
                 if self.settings.auto_migrate:
                     await migrations.upgrade(self.engine)
                 await migrations.ensure_schema_current(self.engine)
+                self.usage_recorder.start()
                 return
             except Exception as exc:
                 if not is_connectivity_error(exc) or time.monotonic() >= deadline:
@@ -55,6 +60,8 @@ class Container:
         if self._closed:
             return
         self._closed = True
+        await self.usage_recorder.aclose()  # flush queued usage before the engine goes
+        await self.model_catalog.aclose()
         await self.http_client.aclose()
         if self.redis is not None:
             await self.redis.aclose()

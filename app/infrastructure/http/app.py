@@ -16,8 +16,11 @@ from litestar.openapi.plugins import SwaggerRenderPlugin
 
 import app as app_package
 from app.application.health import CheckReadiness
+from app.application.llm.types import UsageRecorder
+from app.application.llm.use_cases import CreateChatCompletion, GetModel, ListModels
 from app.domain.errors import DomainError
 from app.infrastructure.container import Container
+from app.infrastructure.http.controllers.openai import OpenAIController
 from app.infrastructure.http.controllers.operations import OperationsController
 from app.infrastructure.http.errors import (
     handle_domain_error,
@@ -26,6 +29,7 @@ from app.infrastructure.http.errors import (
     make_unexpected_error_handler,
 )
 from app.infrastructure.http.middleware import RequestContextMiddleware
+from app.infrastructure.llm.usage_recorder import MeteredUsageRecorder
 
 
 def build_http_app(container: Container, extra_route_handlers: Sequence[Any] = ()) -> Litestar:
@@ -42,6 +46,11 @@ def build_http_app(container: Container, extra_route_handlers: Sequence[Any] = (
 
     def provide_readiness() -> CheckReadiness:
         return container.readiness
+
+    recorder: UsageRecorder = MeteredUsageRecorder(container.usage_recorder, container.metrics)
+    list_models = ListModels(container.model_catalog)
+    get_model = GetModel(container.model_catalog)
+    chat_completion = CreateChatCompletion(container.model_catalog, recorder)
 
     cors = (
         CORSConfig(
@@ -60,8 +69,13 @@ def build_http_app(container: Container, extra_route_handlers: Sequence[Any] = (
         Exception: make_unexpected_error_handler(container.metrics.unhandled_errors.inc),
     }
     application = Litestar(
-        route_handlers=[OperationsController, *extra_route_handlers],
-        dependencies={"readiness": Provide(provide_readiness, sync_to_thread=False)},
+        route_handlers=[OperationsController, OpenAIController, *extra_route_handlers],
+        dependencies={
+            "readiness": Provide(provide_readiness, sync_to_thread=False),
+            "list_models": Provide(lambda: list_models, sync_to_thread=False),
+            "get_model": Provide(lambda: get_model, sync_to_thread=False),
+            "chat_completion": Provide(lambda: chat_completion, sync_to_thread=False),
+        },
         exception_handlers=exception_handlers,
         lifespan=[lifespan],
         cors_config=cors,
