@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 from litestar import Controller, MediaType, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.di import NamedDependency
+from litestar.params import FromPath
 from litestar.response import Stream
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -146,7 +147,7 @@ class OpenAIController(Controller):
 
     @get("/models/{model_id:path}", summary="Retrieve a model", description="One model, or 404.")
     async def get_model(
-        self, request: Request[Any, Any, Any], model_id: str, get_model: NamedDependency[GetModel]
+        self, request: Request[Any, Any, Any], model_id: FromPath[str], get_model: NamedDependency[GetModel]
     ) -> dict[str, Any]:
         return get_model(principal_of(request), model_id.lstrip("/")).as_json()
 
