@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
-from collections.abc import AsyncIterator
 from typing import Any, Self
 
 from app.domain.users import Role, User

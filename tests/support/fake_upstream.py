@@ -133,10 +133,9 @@ class FakeUpstream:
         with self._lock:
             self.requests.append(SeenRequest(path=path, headers=headers, body=body))
         try:
-            if script.first_byte_delay:
-                if await self._client_gone(reader, script.first_byte_delay):
-                    self.disconnects += 1
-                    return
+            if script.first_byte_delay and await self._client_gone(reader, script.first_byte_delay):
+                self.disconnects += 1
+                return
             if script.status != 200:
                 await self._error(writer, script)
             elif body.get("stream"):
@@ -242,7 +241,8 @@ class FakeUpstream:
     ) -> None:
         nl = "\r\n" if script.crlf else "\n"
         writer.write(
-            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\nConnection: close\r\n\r\n"
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+            b"Cache-Control: no-cache\r\nConnection: close\r\n\r\n"
         )
         await writer.drain()
         if script.empty_stream:

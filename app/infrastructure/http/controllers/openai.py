@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 from litestar import Controller, MediaType, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.di import NamedDependency
+from litestar.exceptions import SerializationException
 from litestar.params import FromPath
 from litestar.response import Stream
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -164,7 +165,11 @@ class OpenAIController(Controller):
         chat_completion: NamedDependency[CreateChatCompletion],
     ) -> Response[Any]:
         principal = principal_of(request)
-        chat = parse_chat_request(await request.json(), request.scope.get("state", {}).get("request_id"))
+        try:
+            raw = await request.json()
+        except SerializationException:
+            raise InvalidInput("The request body is not valid JSON.", code="invalid_json") from None
+        chat = parse_chat_request(raw, request.scope.get("state", {}).get("request_id"))
         if not chat.stream:
             answer = await chat_completion.complete(principal, chat)
             return Response(answer, media_type=MediaType.JSON)
