@@ -15,7 +15,7 @@ from app.config import Settings, load_settings
 from app.infrastructure.container import Container
 from app.infrastructure.http.app import build_http_app
 from app.infrastructure.llm.openai_client import OpenAICompatibleClient, UpstreamPolicy
-from app.infrastructure.llm.routing import StaticModelCatalog, build_catalog
+from app.infrastructure.llm.routing import ModelRoutingProbe, StaticModelCatalog, build_catalog
 from app.infrastructure.llm.usage_recorder import BatchingUsageRecorder
 from app.infrastructure.observability.logging import configure_logging
 from app.infrastructure.observability.metrics import Metrics
@@ -44,6 +44,8 @@ def build_container(settings: Settings) -> Container:
     metrics = Metrics()
     session_factory = create_session_factory(engine)
     llm = settings.llm
+    catalog = build_model_catalog(settings, metrics)
+    probes.append(ModelRoutingProbe(catalog))
     return Container(
         settings=settings,
         engine=engine,
@@ -52,7 +54,7 @@ def build_container(settings: Settings) -> Container:
         http_client=http_client,
         metrics=metrics,
         readiness=CheckReadiness(probes),
-        model_catalog=build_model_catalog(settings, metrics),
+        model_catalog=catalog,
         usage_recorder=BatchingUsageRecorder(
             session_factory,
             batch_size=llm.usage_batch_size,

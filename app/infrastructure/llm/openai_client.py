@@ -91,6 +91,7 @@ class OpenAICompatibleClient:
             limits=httpx.Limits(max_connections=p.max_connections, max_keepalive_connections=p.max_connections // 2),
             follow_redirects=False,
         )
+        self._secret = api_key or ""
         self._on_malformed = on_malformed_chunk or (lambda _: None)
         self._on_retry = on_retry or (lambda _: None)
         self.malformed_chunks = 0
@@ -265,6 +266,8 @@ class OpenAICompatibleClient:
         if status in (400, 404, 413, 422):
             code = _error_field(detail, "code")
             message = _error_field(detail, "message")
+            if self._secret and len(self._secret) >= 8:
+                message = message.replace(self._secret, "[redacted]")
             return InvalidInput(
                 # The upstream's own explanation is what the caller needs (e.g. context length);
                 # cut short, and only its message field, never the raw body.

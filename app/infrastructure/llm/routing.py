@@ -48,6 +48,25 @@ class StaticModelCatalog:
                 await client.aclose()
 
 
+class ModelRoutingProbe:
+    """Readiness of the LLM side: "ok" for the built-in demo, "unchecked" for remote upstreams.
+
+    Never required: an upstream outage must not take replicas out of rotation (requests
+    get 502/504 and the demo keeps working). Pinging a paid upstream on every probe would
+    cost money and rate limit.
+    """
+
+    name = "llm"
+    required = False
+
+    def __init__(self, catalog: StaticModelCatalog) -> None:
+        self._catalog = catalog
+
+    async def check(self) -> str:
+        remote = any(isinstance(c, OpenAICompatibleClient) for c in self._catalog.clients.values())
+        return "unchecked" if remote else "ok"
+
+
 ClientFactory = Callable[[str, str, str | None, UpstreamPolicy], LLMClient]
 
 

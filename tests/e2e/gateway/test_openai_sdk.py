@@ -71,6 +71,12 @@ def test_models_are_listed_and_filtered_by_allowed_models(gateway_server: Gatewa
         gateway_server.client().models.retrieve("no-such-model")
 
 
+def test_readiness_reports_the_llm_without_requiring_it(gateway_server: GatewayServer) -> None:
+    response = httpx.get(f"{gateway_server.base_url}/ready")
+    assert response.status_code == 200
+    assert response.json()["checks"]["llm"] == "unchecked"
+
+
 def test_non_streaming_completion_with_usage(gateway_server: GatewayServer) -> None:
     answer = gateway_server.client().chat.completions.create(model="fake-model", messages=HELLO, temperature=0.2)
     assert answer.object == "chat.completion"
