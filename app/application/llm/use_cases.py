@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import time
 from collections.abc import AsyncIterator, Callable
@@ -170,6 +171,9 @@ class CreateChatCompletion:
         except DomainError as exc:
             self._record(principal, request, started, None, UsageStatus.ERROR, Usage(), exc.code)
             raise
+        except asyncio.CancelledError:
+            self._record(principal, request, started, None, UsageStatus.DISCONNECTED, Usage(), None)
+            raise
         answer, usage = normalise_completion(answer, model=request.model, prompt=prompt)
         self._record(principal, request, started, None, UsageStatus.SUCCESS, usage, None)
         return answer
@@ -197,6 +201,9 @@ class CreateChatCompletion:
             first, rest = await self._first_working(model, open_target)
         except DomainError as exc:
             self._record(principal, request, started, None, UsageStatus.ERROR, Usage(), exc.code)
+            raise
+        except asyncio.CancelledError:
+            self._record(principal, request, started, None, UsageStatus.DISCONNECTED, Usage(), None)
             raise
         ttft = self._clock()
 

@@ -312,6 +312,14 @@ def test_client_disconnect_cancels_the_upstream_request_within_a_second(gateway_
     assert upstream.completed_streams == 0
 
 
+def test_client_disconnect_before_a_non_streaming_answer_cancels_the_upstream(gateway_server: GatewayServer) -> None:
+    gateway_server.upstream.reset(UpstreamScript(first_byte_delay=1.2))
+    with pytest.raises(openai.APITimeoutError):
+        gateway_server.client(timeout=0.3).chat.completions.create(model="fake-model", messages=HELLO)
+    upstream = gateway_server.upstream
+    assert upstream.wait_for(lambda: upstream.disconnects == 1, timeout=0.8)
+
+
 async def test_usage_records_are_written_for_success_error_and_disconnect(gateway_server: GatewayServer) -> None:
     client = gateway_server.async_client()
     await client.chat.completions.create(model="fake-model", messages=HELLO)

@@ -7,7 +7,10 @@ JSON or the ``text/event-stream`` of chunks.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+import asyncio
+import contextlib
+from collections.abc import Coroutine
+from typing import Annotated, Any, Literal, TypeVar
 
 from litestar import Controller, MediaType, Request, Response, get, post
 from litestar.datastructures import State
@@ -27,6 +30,7 @@ from app.infrastructure.observability.logging import get_logger
 from app.infrastructure.observability.metrics import Metrics
 
 log = get_logger(__name__)
+T = TypeVar("T")
 
 # -- request validation (the standard fields; anything else is forwarded untouched) --------
 
@@ -126,6 +130,35 @@ def parse_chat_request(raw: Any, request_id: str | None) -> ChatRequest:
     )
 
 
+CLIENT_CLOSED_REQUEST = 499
+
+
+async def _unless_disconnected(request: Request[Any, Any, Any], work: Coroutine[Any, Any, T]) -> T | None:
+    """Runs `work`, cancelling it (and so its upstream request) if the client disconnects first.
+
+    The body has been read, so the next ASGI message can only be ``http.disconnect``.
+    """
+    task = asyncio.ensure_future(work)
+
+    async def disconnected() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    watcher = asyncio.ensure_future(disconnected())
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        watcher.cancel()
+    if task.cancelled():
+        log.info("client_disconnected_before_answer")
+        return None
+    return task.result()
+
+
 def principal_of(request: Request[Any, Any, Any]) -> Principal:
     user = request.scope.get("user")
     if not isinstance(user, Principal):
@@ -171,7 +204,10 @@ class OpenAIController(Controller):
             raise InvalidInput("The request body is not valid JSON.", code="invalid_json") from None
         chat = parse_chat_request(raw, request.scope.get("state", {}).get("request_id"))
         if not chat.stream:
-            answer = await chat_completion.complete(principal, chat)
+            answer = await _unless_disconnected(request, chat_completion.complete(principal, chat))
+            if answer is None:
+                # Nobody is listening any more; 499 is what the access log will show.
+                return Response(b"", status_code=CLIENT_CLOSED_REQUEST)
             return Response(answer, media_type=MediaType.JSON)
         stream = await chat_completion.stream(principal, chat)
         metrics: Metrics = state.metrics
