@@ -179,7 +179,7 @@ class OpenAICompatibleClient:
 
     async def _pieces(self, response: httpx.Response, deadline: float, *, first: bool) -> AsyncIterator[bytes]:
         """The body, with the first-byte, idle-gap and total timeouts applied to every read."""
-        iterator = response.aiter_raw().__aiter__()
+        iterator = response.aiter_bytes().__aiter__()
         waiting_first = first
         while True:
             budget = self.policy.first_byte_timeout if waiting_first else self.policy.idle_timeout
@@ -282,7 +282,7 @@ class OpenAICompatibleClient:
     @staticmethod
     async def _read_capped(response: httpx.Response, cap: int) -> bytes:
         data = bytearray()
-        async for piece in response.aiter_raw():
+        async for piece in response.aiter_bytes():
             data += piece
             if len(data) >= cap:
                 break

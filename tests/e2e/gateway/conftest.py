@@ -87,6 +87,7 @@ def models_file(path: Path, upstream: FakeUpstream, dead_port: int) -> Path:
                     {"id": "fallback-model", "upstream": "dead", "fallbacks": ["fake-model"]},
                     {"id": "capped-model", "upstream": "fake", "max_tokens": 50},
                     {"id": "demo", "upstream": "demo"},
+                    {"id": "org/slashed-model", "upstream": "fake"},
                 ],
             }
         )

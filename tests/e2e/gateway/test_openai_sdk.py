@@ -61,7 +61,8 @@ async def usage_rows(server: GatewayServer, expected: int, within: float = 3.0) 
 
 def test_models_are_listed_and_filtered_by_allowed_models(gateway_server: GatewayServer) -> None:
     ids = [m.id for m in gateway_server.client().models.list()]
-    assert ids == ["fake-model", "fallback-model", "capped-model", "demo"]
+    assert ids == ["fake-model", "fallback-model", "capped-model", "demo", "org/slashed-model"]
+    assert gateway_server.client().models.retrieve("org/slashed-model").id == "org/slashed-model"
     assert [m.id for m in gateway_server.client("demo-only").models.list()] == ["demo"]
     model = gateway_server.client().models.retrieve("fake-model")
     assert (model.id, model.object, model.owned_by) == ("fake-model", "model", "fake")
