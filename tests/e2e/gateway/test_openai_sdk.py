@@ -313,10 +313,13 @@ def test_client_disconnect_cancels_the_upstream_request_within_a_second(gateway_
     assert upstream.completed_streams == 0
 
 
-def test_client_disconnect_before_a_non_streaming_answer_cancels_the_upstream(gateway_server: GatewayServer) -> None:
+@pytest.mark.parametrize("stream", [False, True])
+def test_client_disconnect_before_the_first_byte_cancels_the_upstream(
+    gateway_server: GatewayServer, stream: bool
+) -> None:
     gateway_server.upstream.reset(UpstreamScript(first_byte_delay=1.2))
     with pytest.raises(openai.APITimeoutError):
-        gateway_server.client(timeout=0.3).chat.completions.create(model="fake-model", messages=HELLO)
+        gateway_server.client(timeout=0.3).chat.completions.create(model="fake-model", messages=HELLO, stream=stream)
     upstream = gateway_server.upstream
     assert upstream.wait_for(lambda: upstream.disconnects == 1, timeout=0.8)
 

@@ -209,7 +209,10 @@ class OpenAIController(Controller):
                 # Nobody is listening any more; 499 is what the access log will show.
                 return Response(b"", status_code=CLIENT_CLOSED_REQUEST)
             return Response(answer, media_type=MediaType.JSON)
-        stream = await chat_completion.stream(principal, chat)
+        # Waiting for the upstream's first chunk: a disconnect now cancels it too.
+        stream = await _unless_disconnected(request, chat_completion.stream(principal, chat))
+        if stream is None:
+            return Response(b"", status_code=CLIENT_CLOSED_REQUEST)
         metrics: Metrics = state.metrics
         heartbeat: float = state.container.settings.llm.llm_heartbeat_seconds
 
