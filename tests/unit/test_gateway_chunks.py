@@ -54,6 +54,28 @@ def test_first_tool_delta_without_id_or_type_gets_them() -> None:
     assert call["function"] == {"name": "calc", "arguments": ""}
 
 
+def test_a_first_tool_delta_without_name_is_held_back_until_the_name_comes() -> None:
+    normaliser = ChunkNormaliser("c", "m", 1)
+    held = normaliser.normalise(tool_delta(index=0, id="call_9", function={"arguments": '{"a"'}))
+    assert held is not None
+    assert "tool_calls" not in held["choices"][0]["delta"]
+    first = normaliser.normalise(tool_delta(index=0, function={"name": "f", "arguments": ": 1}"}))
+    assert first is not None
+    assert first["choices"][0]["delta"]["tool_calls"] == [
+        {"index": 0, "id": "call_9", "type": "function", "function": {"name": "f", "arguments": '{"a": 1}'}}
+    ]
+
+
+def test_a_tool_call_whose_name_never_comes_is_flushed_at_finish() -> None:
+    normaliser = ChunkNormaliser("c", "m", 1)
+    normaliser.normalise(tool_delta(index=0, function={"arguments": "{}"}))
+    last = normaliser.normalise({"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]})
+    assert last is not None
+    [call] = last["choices"][0]["delta"]["tool_calls"]
+    assert (call["index"], call["type"], call["function"]) == (0, "function", {"name": "", "arguments": "{}"})
+    assert call["id"].startswith("call_")
+
+
 def test_parallel_tool_calls_each_get_their_first_delta() -> None:
     normaliser = ChunkNormaliser("c", "m", 1)
     chunk = normaliser.normalise(

@@ -52,6 +52,7 @@ class ChunkNormaliser:
         self.chunks = 0
         self.completion_chars = 0
         self._tool_calls_seen: set[tuple[int, int]] = set()
+        self._pending: dict[tuple[int, int], dict[str, Any]] = {}
 
     def normalise(self, chunk: JSONObject) -> JSONObject | None:
         """The chunk to send on, or None when nothing is left to send (e.g. a usage-only chunk)."""
@@ -89,11 +90,22 @@ class ChunkNormaliser:
             self.completion_chars += len(content)
         tool_calls = delta.get("tool_calls")
         if isinstance(tool_calls, list):
-            for call_position, call in enumerate(tool_calls):
-                if isinstance(call, dict):
-                    self._normalise_tool_call(index, call_position, call)
+            relayed = [
+                out
+                for call_position, call in enumerate(tool_calls)
+                if isinstance(call, dict) and (out := self._normalise_tool_call(index, call_position, call)) is not None
+            ]
+            if finish:
+                relayed.extend(self._flush_pending(index))
+            if relayed:
+                delta["tool_calls"] = relayed
+            else:
+                del delta["tool_calls"]
+        elif finish and any(key[0] == index for key in self._pending):
+            delta["tool_calls"] = self._flush_pending(index)
 
-    def _normalise_tool_call(self, choice_index: int, position: int, call: dict[str, Any]) -> None:
+    def _normalise_tool_call(self, choice_index: int, position: int, call: dict[str, Any]) -> dict[str, Any] | None:
+        """The delta to relay, or None while a tool call's first delta still lacks its name."""
         call_index = call.get("index")
         if not isinstance(call_index, int):
             call_index = position
@@ -103,22 +115,49 @@ class ChunkNormaliser:
             function = {}
             call["function"] = function
         arguments = function.get("arguments")
-        if isinstance(arguments, str):
-            self.completion_chars += len(arguments)
+        if not isinstance(arguments, str):
+            arguments = ""
+        self.completion_chars += len(arguments)
         key = (choice_index, call_index)
-        if key not in self._tool_calls_seen:
-            # The first delta of a tool call: index, id, type and name, always.
-            self._tool_calls_seen.add(key)
-            call["id"] = call.get("id") or new_tool_call_id()
-            call["type"] = "function"
-            function["name"] = function.get("name") or ""
-            function.setdefault("arguments", "")
-        else:
+        if key in self._tool_calls_seen:
             # Later deltas carry only arguments: strict clients concatenate repeated names.
             call.pop("id", None)
             call.pop("type", None)
             function.pop("name", None)
-            function.setdefault("arguments", "")
+            function["arguments"] = arguments
+            return call
+        pending = self._pending.get(key)
+        if pending is not None:
+            # Held back so far: the id (if any) and the arguments received before the name.
+            call["id"] = call.get("id") or pending["id"]
+            arguments = pending["arguments"] + arguments
+        if not function.get("name"):
+            # Strict clients need the name on the first delta: hold this one back until it comes.
+            self._pending[key] = {"id": call.get("id"), "arguments": arguments}
+            return None
+        self._pending.pop(key, None)
+        self._tool_calls_seen.add(key)
+        # The first delta of a tool call: index, id, type and name, always.
+        call["id"] = call.get("id") or new_tool_call_id()
+        call["type"] = "function"
+        function["arguments"] = arguments
+        return call
+
+    def _flush_pending(self, choice_index: int) -> list[dict[str, Any]]:
+        """Tool calls whose name never came: sent (with an empty name) rather than lost."""
+        flushed: list[dict[str, Any]] = []
+        for key in sorted(k for k in self._pending if k[0] == choice_index):
+            pending = self._pending.pop(key)
+            self._tool_calls_seen.add(key)
+            flushed.append(
+                {
+                    "index": key[1],
+                    "id": pending["id"] or new_tool_call_id(),
+                    "type": "function",
+                    "function": {"name": "", "arguments": pending["arguments"]},
+                }
+            )
+        return flushed
 
     def final_usage(self, prompt: str) -> Usage:
         """The upstream's usage, or an estimate when it reported none."""
