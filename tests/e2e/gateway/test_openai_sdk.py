@@ -203,7 +203,7 @@ def test_request_validation_errors_are_400_with_param(gateway_server: GatewaySer
     assert caught.value.param == "temperature"
     with pytest.raises(openai.BadRequestError) as caught:
         client.chat.completions.create(model="fake-model", messages=[{"role": "wizard", "content": "x"}])  # type: ignore[misc,list-item]
-    assert caught.value.param == "messages[0].role"
+    assert caught.value.param == "messages.0.role"
     with pytest.raises(openai.BadRequestError) as caught:
         client.chat.completions.create(model="fake-model", messages=[])
     assert caught.value.param == "messages"
@@ -219,6 +219,16 @@ def test_request_validation_errors_are_400_with_param(gateway_server: GatewaySer
     )
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "invalid_json"
+    for body, param in (({"messages": HELLO}, "model"), ([1, 2], None)):
+        response = httpx.post(
+            f"{gateway_server.base_url}/v1/chat/completions",
+            json=body,
+            headers={"Authorization": f"Bearer {gateway_server.api_key()}"},
+        )
+        assert response.status_code == 400
+        error = response.json()["error"]
+        assert error["type"] == "invalid_request_error"
+        assert error["param"] == param
     assert gateway_server.upstream.request_count == 0
 
 

@@ -15,14 +15,14 @@ from typing import Annotated, Any, Literal, TypeVar
 from litestar import Controller, MediaType, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.di import NamedDependency
-from litestar.exceptions import SerializationException
-from litestar.params import FromPath
+from litestar.openapi import ResponseSpec
+from litestar.params import FromPath, JSONBody
 from litestar.response import Stream
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from app.application.llm.types import ChatRequest
 from app.application.llm.use_cases import CreateChatCompletion, GetModel, ListModels
-from app.domain.errors import DomainError, InvalidInput, Unauthenticated
+from app.domain.errors import DomainError, Unauthenticated
 from app.domain.principal import Principal
 from app.infrastructure.http.errors import error_body, status_for
 from app.infrastructure.http.sse import DONE, HEARTBEAT, PING, SSE_HEADERS, encode_data, with_heartbeat
@@ -99,26 +99,7 @@ class ChatCompletionBody(_Open):
         return tools
 
 
-def _param_of(loc: tuple[int | str, ...]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif not part.startswith(("function-", "literal[", "str", "list[", "dict[", "float", "int", "bool")):
-            out += f".{part}" if out else part
-    return out or "body"
-
-
-def parse_chat_request(raw: Any, request_id: str | None) -> ChatRequest:
-    if not isinstance(raw, dict):
-        raise InvalidInput("The request body must be a JSON object.", code="invalid_value")
-    try:
-        body = ChatCompletionBody.model_validate(raw)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        param = _param_of(tuple(first["loc"]))
-        code = "missing_field" if first["type"] == "missing" else "invalid_value"
-        raise InvalidInput(f"Invalid '{param}': {first['msg']}.", code=code, param=param) from None
+def chat_request_from(body: ChatCompletionBody, raw: dict[str, Any], request_id: str | None) -> ChatRequest:
     forwarded = {k: v for k, v in raw.items() if k != "metadata"}
     include_usage = bool(body.stream and body.stream_options and body.stream_options.include_usage)
     return ChatRequest(
@@ -128,6 +109,42 @@ def parse_chat_request(raw: Any, request_id: str | None) -> ChatRequest:
         include_usage=include_usage,
         request_id=request_id,
     )
+
+
+class ModelObject(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelObject]
+
+
+class CompletionUsage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class CompletionChoice(BaseModel):
+    index: int
+    message: dict[str, Any]
+    finish_reason: str | None
+
+
+class ChatCompletionDoc(BaseModel):
+    """The non-streaming answer (OpenAI's `chat.completion`). With `stream: true` the answer is
+    `text/event-stream`: `data: <chat.completion.chunk>` events, then `data: [DONE]`."""
+
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int
+    model: str
+    choices: list[CompletionChoice]
+    usage: CompletionUsage
 
 
 CLIENT_CLOSED_REQUEST = 499
@@ -173,36 +190,34 @@ class OpenAIController(Controller):
     tags = ["openai"]
 
     @get("/models", summary="List models", description="The models the caller may use.")
-    async def list_models(
-        self, request: Request[Any, Any, Any], list_models: NamedDependency[ListModels]
-    ) -> dict[str, Any]:
+    async def list_models(self, request: Request[Any, Any, Any], list_models: NamedDependency[ListModels]) -> ModelList:
         models = list_models(principal_of(request))
-        return {"object": "list", "data": [m.as_json() for m in models]}
+        return ModelList(data=[ModelObject(**m.as_json()) for m in models])
 
     @get("/models/{model_id:path}", summary="Retrieve a model", description="One model, or 404.")
     async def get_model(
         self, request: Request[Any, Any, Any], model_id: FromPath[str], get_model: NamedDependency[GetModel]
-    ) -> dict[str, Any]:
-        return get_model(principal_of(request), model_id.lstrip("/")).as_json()
+    ) -> ModelObject:
+        return ModelObject(**get_model(principal_of(request), model_id.lstrip("/")).as_json())
 
     @post(
         "/chat/completions",
         summary="Create a chat completion",
         description="OpenAI-compatible; `stream: true` answers with text/event-stream chunks.",
         status_code=200,
+        responses={200: ResponseSpec(data_container=ChatCompletionDoc, description="The completion (JSON or SSE).")},
     )
     async def chat_completions(
         self,
         request: Request[Any, Any, Any],
         state: State,
         chat_completion: NamedDependency[CreateChatCompletion],
+        data: JSONBody[ChatCompletionBody],
     ) -> Response[Any]:
         principal = principal_of(request)
-        try:
-            raw = await request.json()
-        except SerializationException:
-            raise InvalidInput("The request body is not valid JSON.", code="invalid_json") from None
-        chat = parse_chat_request(raw, request.scope.get("state", {}).get("request_id"))
+        # `data` (validated by Litestar, which documents it in OpenAPI) decides; the client's
+        # own JSON, unknown fields included, is what gets forwarded.
+        chat = chat_request_from(data, await request.json(), request.scope.get("state", {}).get("request_id"))
         if not chat.stream:
             answer = await _unless_disconnected(request, chat_completion.complete(principal, chat))
             if answer is None:
