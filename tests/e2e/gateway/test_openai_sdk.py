@@ -91,6 +91,10 @@ def test_non_streaming_completion_with_usage(gateway_server: GatewayServer) -> N
     assert sent.body["temperature"] == 0.2
     assert "stream_options" not in sent.body
     assert sent.headers["authorization"] == f"Bearer {UPSTREAM_KEY}"
+    metrics = httpx.get(f"{gateway_server.base_url}/metrics").text
+    assert 'agent_api_tokens_total{kind="prompt",model="fake-model"} 11.0' in metrics
+    assert 'agent_api_upstream_request_duration_seconds_count{model="fake-model",status="success"} 1.0' in metrics
+    assert UPSTREAM_KEY not in metrics
 
 
 async def test_async_streaming_with_include_usage(gateway_server: GatewayServer) -> None:
