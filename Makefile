@@ -7,7 +7,7 @@ UV_VERSION := 0.13.9
 INSTALLED := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run serve test test-unit test-integration test-e2e lint format migrate lock clean docker-up docker-down
+.PHONY: help install run serve test test-unit test-integration test-e2e lint format migrate lock clean docker-up docker-down node-deps
 
 help:
 	@echo "make run      serve on http://127.0.0.1:8000 (embedded Postgres, demo LLM unless configured)"
@@ -42,7 +42,16 @@ serve: run
 migrate: $(INSTALLED)
 	$(BIN)/agent-api migrate
 
-test: $(INSTALLED)
+# The official openai npm package for the node client test (skipped only when node is absent).
+NODE_DEPS := tests/node/node_modules/.package-lock.json
+$(NODE_DEPS): tests/node/package.json tests/node/package-lock.json
+	@if command -v node >/dev/null && command -v npm >/dev/null; then \
+	  npm ci --prefix tests/node --no-audit --no-fund --loglevel=error; \
+	else echo "node/npm not found: the node SDK test will be skipped"; fi
+
+node-deps: $(NODE_DEPS)
+
+test: $(INSTALLED) node-deps
 	$(BIN)/pytest
 
 test-unit: $(INSTALLED)
@@ -51,7 +60,7 @@ test-unit: $(INSTALLED)
 test-integration: $(INSTALLED)
 	$(BIN)/pytest tests/integration
 
-test-e2e: $(INSTALLED)
+test-e2e: $(INSTALLED) node-deps
 	$(BIN)/pytest tests/e2e
 
 lint: $(INSTALLED)

@@ -164,6 +164,21 @@ class LLMSettings(BaseSettings):
     llm_api_key: SecretStr | None = None
     llm_models: CsvList = Field(default_factory=list)
     models_config: str | None = None
+    # Upstream client policy (per-upstream overrides live in the MODELS_CONFIG file).
+    llm_connect_timeout_seconds: float = Field(5.0, gt=0, le=300)
+    llm_first_byte_timeout_seconds: float = Field(60.0, gt=0, le=3600)
+    llm_idle_timeout_seconds: float = Field(60.0, gt=0, le=3600)
+    llm_total_timeout_seconds: float = Field(600.0, gt=0, le=24 * 3600)
+    llm_max_retries: int = Field(2, ge=0, le=10)
+    llm_max_retry_wait_seconds: float = Field(10.0, ge=0, le=300)
+    llm_max_request_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    llm_max_response_bytes: int = Field(16 * 1024 * 1024, ge=1024)
+    # A `: ping` comment is sent on a chat stream idle this long.
+    llm_heartbeat_seconds: float = Field(15.0, gt=0, le=300)
+    # Usage records are written behind the request, in batches.
+    usage_batch_size: int = Field(100, ge=1, le=10_000)
+    usage_flush_interval_ms: int = Field(500, ge=1, le=60_000)
+    usage_queue_size: int = Field(10_000, ge=1, le=1_000_000)
 
     _split = field_validator("llm_models", mode="before")(_split_csv)
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 from app.application.identity.ports import (
     AccessClaims,
@@ -386,4 +386,41 @@ class InMemoryToolExecutionRecorder:
         self.records: list[ToolExecutionRecord] = []
 
     async def record(self, record: ToolExecutionRecord) -> None:
+        self.records.append(record)
+
+
+# -- gateway -------------------------------------------------------------------------------
+
+
+class FakeLLMClient:
+    """An `LLMClient` that answers from a script; `fail_with` makes it raise before any chunk."""
+
+    def __init__(self, chunks: list[dict[str, Any]] | None = None, fail_with: Exception | None = None) -> None:
+        self.chunks = chunks or []
+        self.fail_with = fail_with
+        self.calls: list[dict[str, Any]] = []
+        self.closed = False
+
+    async def complete(self, body: dict[str, Any]) -> dict[str, Any]:
+        self.calls.append(body)
+        if self.fail_with is not None:
+            raise self.fail_with
+        return {"id": "up", "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}}]}
+
+    async def stream(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        self.calls.append(body)
+        if self.fail_with is not None:
+            raise self.fail_with
+        try:
+            for chunk in self.chunks:
+                yield dict(chunk)
+        finally:
+            self.closed = True
+
+
+class FakeUsageRecorder:
+    def __init__(self) -> None:
+        self.records: list[Any] = []
+
+    def record(self, record: Any) -> None:
         self.records.append(record)

@@ -29,6 +29,8 @@ from app.application.ports import UnitOfWorkFactory
 from app.application.tools import ToolRegistry
 from app.config import Settings
 from app.domain.errors import Conflict
+from app.infrastructure.llm.routing import StaticModelCatalog
+from app.infrastructure.llm.usage_recorder import BatchingUsageRecorder
 from app.infrastructure.observability.logging import get_logger
 from app.infrastructure.observability.metrics import Metrics
 from app.infrastructure.persistence import migrations
@@ -56,6 +58,8 @@ class Container:
     metrics: Metrics
     readiness: CheckReadiness
     identity: IdentityServices
+    model_catalog: StaticModelCatalog
+    usage_recorder: BatchingUsageRecorder
     # The tools this process offers (built-ins, configured web_search, plugins).
     tools: ToolRegistry = field(default_factory=ToolRegistry)
     # How long start() waits for the database before giving up (a compose or k8s start race).
@@ -73,6 +77,7 @@ class Container:
                 if self.settings.auto_migrate:
                     await migrations.upgrade(self.engine)
                 await migrations.ensure_schema_current(self.engine)
+                self.usage_recorder.start()
                 break
             except Exception as exc:
                 if not is_connectivity_error(exc) or time.monotonic() >= deadline:
@@ -101,6 +106,8 @@ class Container:
             return
         self._closed = True
         await self.identity.last_used_writer.stop()
+        await self.usage_recorder.aclose()  # flush queued usage before the engine goes
+        await self.model_catalog.aclose()
         await self.http_client.aclose()
         if self.redis is not None:
             await self.redis.aclose()

@@ -17,11 +17,14 @@ from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 
 import app as app_package
+from app.application.llm.types import UsageRecorder
+from app.application.llm.use_cases import CreateChatCompletion, GetModel, ListModels
 from app.application.tools import ExecuteTool, ExecuteToolBatch, ListTools
 from app.domain.errors import DomainError
 from app.infrastructure.container import Container
 from app.infrastructure.http.auth import CredentialAuthenticationMiddleware
 from app.infrastructure.http.controllers.identity import AdminUsersController, ApiKeyController, AuthController
+from app.infrastructure.http.controllers.openai import OpenAIController
 from app.infrastructure.http.controllers.operations import OperationsController
 from app.infrastructure.http.controllers.tools import ToolsController
 from app.infrastructure.http.errors import (
@@ -31,6 +34,7 @@ from app.infrastructure.http.errors import (
     make_unexpected_error_handler,
 )
 from app.infrastructure.http.middleware import RequestContextMiddleware
+from app.infrastructure.llm.usage_recorder import MeteredUsageRecorder
 
 
 def _provide(value: object) -> Provide:
@@ -53,6 +57,7 @@ def build_http_app(container: Container, extra_route_handlers: Sequence[Any] = (
             await container.aclose()
 
     execute_tool = ExecuteTool(container.tools)
+    recorder: UsageRecorder = MeteredUsageRecorder(container.usage_recorder, container.metrics)
     # One instance of each per application; handlers receive them by name.
     provided: dict[str, object] = {
         "readiness": container.readiness,
@@ -60,6 +65,9 @@ def build_http_app(container: Container, extra_route_handlers: Sequence[Any] = (
         "list_tools": ListTools(container.tools),
         "execute_tool": execute_tool,
         "execute_tool_batch": ExecuteToolBatch(execute_tool, concurrency=settings.tools.batch_concurrency),
+        "list_models": ListModels(container.model_catalog),
+        "get_model": GetModel(container.model_catalog),
+        "chat_completion": CreateChatCompletion(container.model_catalog, recorder),
     }
 
     cors = (
@@ -85,6 +93,7 @@ def build_http_app(container: Container, extra_route_handlers: Sequence[Any] = (
             ApiKeyController,
             AdminUsersController,
             ToolsController,
+            OpenAIController,
             *extra_route_handlers,
         ],
         dependencies={name: _provide(value) for name, value in provided.items()},

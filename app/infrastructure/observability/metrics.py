@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
@@ -35,5 +35,52 @@ class Metrics:
         self.unhandled_errors = Counter(
             "agent_api_unhandled_errors_total",
             "Unexpected exceptions turned into 500 responses.",
+            registry=self.registry,
+        )
+        self.upstream_latency = Histogram(
+            "agent_api_upstream_request_duration_seconds",
+            "Time from sending a chat completion upstream to its end, by public model and status.",
+            ("model", "status"),
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.time_to_first_token = Histogram(
+            "agent_api_time_to_first_token_seconds",
+            "Time from request to the first streamed chunk, by public model.",
+            ("model",),
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.tokens = Counter(
+            "agent_api_tokens_total",
+            "Tokens used, by public model and kind (prompt, completion).",
+            ("model", "kind"),
+            registry=self.registry,
+        )
+        self.active_streams = Gauge(
+            "agent_api_active_streams",
+            "Chat completion streams currently open.",
+            registry=self.registry,
+        )
+        self.upstream_retries = Counter(
+            "agent_api_upstream_retries_total",
+            "Upstream attempts retried (connect errors, 429, 5xx before the first byte).",
+            ("upstream",),
+            registry=self.registry,
+        )
+        self.upstream_malformed_chunks = Counter(
+            "agent_api_upstream_malformed_chunks_total",
+            "Stream events from an upstream that were not JSON objects (skipped).",
+            ("upstream",),
+            registry=self.registry,
+        )
+        self.usage_records_dropped = Counter(
+            "agent_api_usage_records_dropped_total",
+            "Usage records that could not be queued or written.",
+            registry=self.registry,
+        )
+        self.usage_records_written = Counter(
+            "agent_api_usage_records_written_total",
+            "Usage records written to the database.",
             registry=self.registry,
         )

@@ -1,0 +1,1 @@
+"""The OpenAI-compatible gateway: chat types, the LLM ports and the use cases that route to them."""

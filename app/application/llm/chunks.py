@@ -1,0 +1,210 @@
+"""Rewriting upstream answers into exactly what strict OpenAI clients expect.
+
+Real upstreams differ in small ways that break strict clients: ids that change between
+chunks, `id` and `function.name` repeated in every tool-call delta, usage inside a chunk that
+still has choices, no usage at all. The normaliser fixes those and leaves everything else as
+the upstream sent it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from app.application.llm.types import JSONObject, Usage
+
+
+def new_completion_id() -> str:
+    return f"chatcmpl-{uuid.uuid4().hex}"
+
+
+def new_tool_call_id() -> str:
+    return f"call_{uuid.uuid4().hex[:24]}"
+
+
+def estimate_tokens(text: str) -> int:
+    """A rough token count (about four characters a token) for upstreams that report none."""
+    return (len(text) + 3) // 4 if text else 0
+
+
+def prompt_text(body: JSONObject) -> str:
+    parts: list[str] = []
+    for message in body.get("messages") or []:
+        if not isinstance(message, dict):
+            continue
+        content = message.get("content")
+        if isinstance(content, str):
+            parts.append(content)
+        elif isinstance(content, list):
+            parts.extend(str(p.get("text", "")) for p in content if isinstance(p, dict))
+    return "\n".join(parts)
+
+
+class ChunkNormaliser:
+    """Normalises one stream's chunks: same id and model on each, clean tool-call deltas, usage held back."""
+
+    def __init__(self, completion_id: str, model: str, created: int) -> None:
+        self.completion_id = completion_id
+        self.model = model
+        self.created = created
+        self.usage: Usage | None = None
+        self.finished_choices: set[int] = set()
+        self.chunks = 0
+        self.completion_chars = 0
+        self._tool_calls_seen: set[tuple[int, int]] = set()
+        self._pending: dict[tuple[int, int], dict[str, Any]] = {}
+
+    def normalise(self, chunk: JSONObject) -> JSONObject | None:
+        """The chunk to send on, or None when nothing is left to send (e.g. a usage-only chunk)."""
+        usage = Usage.from_json(chunk.pop("usage", None))
+        if usage is not None:
+            self.usage = usage
+        choices = chunk.get("choices")
+        if not isinstance(choices, list) or not choices:
+            return None
+        chunk["id"] = self.completion_id
+        chunk["object"] = "chat.completion.chunk"
+        chunk["created"] = self.created
+        chunk["model"] = self.model
+        for position, choice in enumerate(choices):
+            if isinstance(choice, dict):
+                self._normalise_choice(position, choice)
+        self.chunks += 1
+        return chunk
+
+    def _normalise_choice(self, position: int, choice: dict[str, Any]) -> None:
+        index = choice.get("index")
+        if not isinstance(index, int):
+            index = position
+            choice["index"] = index
+        delta = choice.get("delta")
+        if not isinstance(delta, dict):
+            delta = {}
+            choice["delta"] = delta
+        finish = choice.get("finish_reason")
+        choice["finish_reason"] = finish if finish else None
+        if finish:
+            self.finished_choices.add(index)
+        content = delta.get("content")
+        if isinstance(content, str):
+            self.completion_chars += len(content)
+        tool_calls = delta.get("tool_calls")
+        if isinstance(tool_calls, list):
+            relayed = [
+                out
+                for call_position, call in enumerate(tool_calls)
+                if isinstance(call, dict) and (out := self._normalise_tool_call(index, call_position, call)) is not None
+            ]
+            if finish:
+                relayed.extend(self._flush_pending(index))
+            if relayed:
+                delta["tool_calls"] = relayed
+            else:
+                del delta["tool_calls"]
+        elif finish and any(key[0] == index for key in self._pending):
+            delta["tool_calls"] = self._flush_pending(index)
+
+    def _normalise_tool_call(self, choice_index: int, position: int, call: dict[str, Any]) -> dict[str, Any] | None:
+        """The delta to relay, or None while a tool call's first delta still lacks its name."""
+        call_index = call.get("index")
+        if not isinstance(call_index, int):
+            call_index = position
+        call["index"] = call_index
+        function = call.get("function")
+        if not isinstance(function, dict):
+            function = {}
+            call["function"] = function
+        arguments = function.get("arguments")
+        if not isinstance(arguments, str):
+            arguments = ""
+        self.completion_chars += len(arguments)
+        key = (choice_index, call_index)
+        if key in self._tool_calls_seen:
+            # Later deltas carry only arguments: strict clients concatenate repeated names.
+            call.pop("id", None)
+            call.pop("type", None)
+            function.pop("name", None)
+            function["arguments"] = arguments
+            return call
+        pending = self._pending.get(key)
+        if pending is not None:
+            # Held back so far: the id (if any) and the arguments received before the name.
+            call["id"] = call.get("id") or pending["id"]
+            arguments = pending["arguments"] + arguments
+        if not function.get("name"):
+            # Strict clients need the name on the first delta: hold this one back until it comes.
+            self._pending[key] = {"id": call.get("id"), "arguments": arguments}
+            return None
+        self._pending.pop(key, None)
+        self._tool_calls_seen.add(key)
+        # The first delta of a tool call: index, id, type and name, always.
+        call["id"] = call.get("id") or new_tool_call_id()
+        call["type"] = "function"
+        function["arguments"] = arguments
+        return call
+
+    def _flush_pending(self, choice_index: int) -> list[dict[str, Any]]:
+        """Tool calls whose name never came: sent (with an empty name) rather than lost."""
+        flushed: list[dict[str, Any]] = []
+        for key in sorted(k for k in self._pending if k[0] == choice_index):
+            pending = self._pending.pop(key)
+            self._tool_calls_seen.add(key)
+            flushed.append(
+                {
+                    "index": key[1],
+                    "id": pending["id"] or new_tool_call_id(),
+                    "type": "function",
+                    "function": {"name": "", "arguments": pending["arguments"]},
+                }
+            )
+        return flushed
+
+    def final_usage(self, prompt: str) -> Usage:
+        """The upstream's usage, or an estimate when it reported none."""
+        if self.usage is not None:
+            return self.usage
+        return Usage(
+            prompt_tokens=estimate_tokens(prompt), completion_tokens=estimate_tokens("x" * self.completion_chars)
+        )
+
+    def usage_chunk(self, usage: Usage) -> JSONObject:
+        return {
+            "id": self.completion_id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "choices": [],
+            "usage": usage.as_json(),
+        }
+
+
+def normalise_completion(answer: JSONObject, *, model: str, prompt: str) -> tuple[JSONObject, Usage]:
+    """A non-streaming answer with our model name, typed tool calls and a usage object."""
+    answer.setdefault("id", new_completion_id())
+    answer["object"] = "chat.completion"
+    answer["model"] = model
+    completion_chars = 0
+    choices = answer.get("choices")
+    if not isinstance(choices, list):
+        choices = []
+        answer["choices"] = choices
+    for position, choice in enumerate(choices):
+        if not isinstance(choice, dict):
+            continue
+        choice.setdefault("index", position)
+        message = choice.get("message")
+        if not isinstance(message, dict):
+            continue
+        message.setdefault("role", "assistant")
+        message.setdefault("content", None)
+        if isinstance(message.get("content"), str):
+            completion_chars += len(message["content"])
+        for call in message.get("tool_calls") or []:
+            if isinstance(call, dict):
+                call["id"] = call.get("id") or new_tool_call_id()
+                call["type"] = "function"
+    usage = Usage.from_json(answer.get("usage")) or Usage(
+        prompt_tokens=estimate_tokens(prompt), completion_tokens=estimate_tokens("x" * completion_chars)
+    )
+    answer["usage"] = {**(answer.get("usage") or {}), **usage.as_json()}
+    return answer, usage

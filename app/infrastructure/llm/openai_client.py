@@ -1,0 +1,299 @@
+"""`OpenAICompatibleClient`: the production `LLMClient` for any OpenAI-compatible upstream.
+
+One pooled `httpx.AsyncClient` per upstream. Timeouts on connect, first byte, the idle gap
+between chunks and the whole call. Connect errors, 429 and 5xx are retried with jittered
+backoff (honouring the upstream's ``Retry-After``) and only before the first chunk was
+produced, so never after anything reached our client. Failures become domain errors whose
+messages never contain the upstream's key or raw body.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from app.application.llm.types import JSONObject
+from app.domain.errors import InvalidInput, RateLimited, UpstreamError, UpstreamTimeout
+from app.infrastructure.llm.sse import SSEParser, SSETooLarge
+from app.infrastructure.observability.logging import get_logger
+
+log = get_logger(__name__)
+
+_PASS_THROUGH_CODES = frozenset({"context_length_exceeded", "invalid_value", "missing_field", "model_not_found"})
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamPolicy:
+    connect_timeout: float = 5.0
+    first_byte_timeout: float = 60.0
+    idle_timeout: float = 60.0
+    total_timeout: float = 600.0
+    max_retries: int = 2
+    backoff_base: float = 0.25
+    backoff_max: float = 4.0
+    # A Retry-After longer than this is not waited for: the 429 goes to the client instead.
+    max_retry_wait: float = 10.0
+    max_request_bytes: int = 4 * 1024 * 1024
+    max_response_bytes: int = 16 * 1024 * 1024
+    max_connections: int = 100
+
+
+def _retry_after_seconds(response: httpx.Response) -> float | None:
+    raw_ms = response.headers.get("retry-after-ms")
+    if raw_ms:
+        with contextlib.suppress(ValueError):
+            return max(float(raw_ms) / 1000.0, 0.0)
+    raw = response.headers.get("retry-after")
+    if raw:
+        with contextlib.suppress(ValueError):
+            return max(float(raw), 0.0)
+    return None
+
+
+class _Retry(Exception):
+    def __init__(self, error: Exception, wait: float | None) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.wait = wait
+
+
+class OpenAICompatibleClient:
+    """Speaks ``POST {base_url}/chat/completions`` to one upstream (OpenAI, vLLM, Ollama, LiteLLM...)."""
+
+    def __init__(
+        self,
+        name: str,
+        base_url: str,
+        api_key: str | None,
+        policy: UpstreamPolicy | None = None,
+        *,
+        on_malformed_chunk: Callable[[str], None] | None = None,
+        on_retry: Callable[[str], None] | None = None,
+    ) -> None:
+        self.name = name
+        self.policy = policy or UpstreamPolicy()
+        self._url = base_url.rstrip("/") + "/chat/completions"
+        headers = {"Accept": "application/json, text/event-stream"}
+        if api_key:
+            headers["Authorization"] = f"Bearer {api_key}"
+        p = self.policy
+        self._http = httpx.AsyncClient(
+            headers=headers,
+            timeout=httpx.Timeout(connect=p.connect_timeout, read=None, write=p.idle_timeout, pool=p.connect_timeout),
+            limits=httpx.Limits(max_connections=p.max_connections, max_keepalive_connections=p.max_connections // 2),
+            follow_redirects=False,
+        )
+        self._secret = api_key or ""
+        self._on_malformed = on_malformed_chunk or (lambda _: None)
+        self._on_retry = on_retry or (lambda _: None)
+        self.malformed_chunks = 0
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    # -- the LLMClient port -------------------------------------------------------------
+
+    async def complete(self, body: JSONObject) -> JSONObject:
+        deadline = time.monotonic() + self.policy.total_timeout
+        response = await self._open(body, deadline)
+        try:
+            raw = bytearray()
+            async for piece in self._pieces(response, deadline, first=True):
+                raw += piece
+                if len(raw) > self.policy.max_response_bytes:
+                    raise UpstreamError("The upstream model's answer is larger than allowed.")
+        finally:
+            await response.aclose()
+        try:
+            answer = json.loads(raw)
+        except ValueError:
+            raise UpstreamError("The upstream model returned an answer that is not JSON.") from None
+        if not isinstance(answer, dict) or not isinstance(answer.get("choices"), list):
+            raise UpstreamError("The upstream model returned an answer without choices.")
+        return answer
+
+    async def stream(self, body: JSONObject) -> AsyncIterator[JSONObject]:  # noqa: PLR0912 - one SSE loop
+        deadline = time.monotonic() + self.policy.total_timeout
+        response = await self._open(body, deadline)
+        parser = SSEParser(max_event_bytes=min(self.policy.max_response_bytes, 4 * 1024 * 1024))
+        received = 0
+        done = finished = False
+        try:
+            async for piece in self._pieces(response, deadline, first=True):
+                received += len(piece)
+                if received > self.policy.max_response_bytes:
+                    raise UpstreamError("The upstream model's answer is larger than allowed.")
+                try:
+                    events = parser.feed(piece)
+                except SSETooLarge:
+                    raise UpstreamError("The upstream model sent an event larger than allowed.") from None
+                for event in events:
+                    if event.data.strip() == "[DONE]":
+                        done = True
+                        break
+                    chunk = self._decode(event.data)
+                    if chunk is None:
+                        continue
+                    finished = finished or _has_finish_reason(chunk)
+                    yield chunk
+                if done:
+                    break
+            if not done:
+                for event in parser.close():
+                    if event.data.strip() == "[DONE]":
+                        done = True
+                        continue
+                    chunk = self._decode(event.data)
+                    if chunk is not None:
+                        finished = finished or _has_finish_reason(chunk)
+                        yield chunk
+            if not done and not finished:
+                raise UpstreamError("The upstream model's stream ended before the answer was complete.")
+        finally:
+            await response.aclose()
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _decode(self, data: str) -> JSONObject | None:
+        try:
+            chunk = json.loads(data)
+        except ValueError:
+            chunk = None
+        if not isinstance(chunk, dict):
+            self.malformed_chunks += 1
+            self._on_malformed(self.name)
+            log.warning("upstream_malformed_chunk", upstream=self.name, size=len(data))
+            return None
+        if "error" in chunk and "choices" not in chunk:
+            log.warning("upstream_stream_error", upstream=self.name, code=_error_field(chunk, "code"))
+            raise UpstreamError("The upstream model failed while answering.")
+        return chunk
+
+    async def _pieces(self, response: httpx.Response, deadline: float, *, first: bool) -> AsyncIterator[bytes]:
+        """The body, with the first-byte, idle-gap and total timeouts applied to every read."""
+        iterator = response.aiter_bytes().__aiter__()
+        waiting_first = first
+        while True:
+            budget = self.policy.first_byte_timeout if waiting_first else self.policy.idle_timeout
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise UpstreamTimeout("The upstream model did not finish in time.")
+            try:
+                piece = await asyncio.wait_for(iterator.__anext__(), timeout=min(budget, remaining))
+            except StopAsyncIteration:
+                return
+            except TimeoutError:
+                raise UpstreamTimeout("The upstream model stopped answering (timeout).") from None
+            except httpx.HTTPError as exc:
+                log.warning("upstream_read_failed", upstream=self.name, error=type(exc).__name__)
+                raise UpstreamError("The upstream model's connection broke while answering.") from None
+            if piece:
+                waiting_first = False
+                yield piece
+
+    async def _open(self, body: JSONObject, deadline: float) -> httpx.Response:
+        payload = json.dumps(body, separators=(",", ":")).encode()
+        if len(payload) > self.policy.max_request_bytes:
+            raise InvalidInput("The request is larger than the upstream accepts.", code="request_too_large")
+        attempt = 0
+        while True:
+            try:
+                return await self._attempt(payload, deadline)
+            except _Retry as retry:
+                if attempt >= self.policy.max_retries:
+                    raise retry.error from None
+                backoff = random.uniform(0, min(self.policy.backoff_max, self.policy.backoff_base * 2**attempt))  # noqa: S311
+                wait = max(retry.wait, backoff) if retry.wait is not None else backoff
+                if wait > self.policy.max_retry_wait or time.monotonic() + wait >= deadline:
+                    raise retry.error from None
+                attempt += 1
+                self._on_retry(self.name)
+                log.info("upstream_retry", upstream=self.name, attempt=attempt, wait_s=round(wait, 3))
+                await asyncio.sleep(wait)
+
+    async def _attempt(self, payload: bytes, deadline: float) -> httpx.Response:
+        request = self._http.build_request(
+            "POST", self._url, content=payload, headers={"Content-Type": "application/json"}
+        )
+        timeout = min(self.policy.first_byte_timeout, max(deadline - time.monotonic(), 0.001))
+        try:
+            response = await asyncio.wait_for(self._http.send(request, stream=True), timeout=timeout)
+        except TimeoutError:
+            raise UpstreamTimeout("The upstream model did not answer in time.") from None
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+            log.warning("upstream_connect_failed", upstream=self.name, error=type(exc).__name__)
+            raise _Retry(UpstreamError("The upstream model is unreachable."), None) from None
+        except httpx.TimeoutException:
+            raise UpstreamTimeout("The upstream model did not answer in time.") from None
+        except httpx.HTTPError as exc:
+            log.warning("upstream_request_failed", upstream=self.name, error=type(exc).__name__)
+            raise _Retry(UpstreamError("The upstream model's connection failed."), None) from None
+        if response.status_code < 400:
+            return response
+        try:
+            error = await self._error_of(response)
+        finally:
+            await response.aclose()
+        raise error
+
+    async def _error_of(self, response: httpx.Response) -> Exception:
+        status = response.status_code
+        detail: dict[str, Any] = {}
+        with contextlib.suppress(Exception):
+            raw = await asyncio.wait_for(self._read_capped(response, 64 * 1024), timeout=self.policy.idle_timeout)
+            parsed = json.loads(raw)
+            if isinstance(parsed, dict) and isinstance(parsed.get("error"), dict):
+                detail = parsed["error"]
+        log.warning("upstream_error_status", upstream=self.name, status=status, code=_error_field(detail, "code"))
+        if status == 429:
+            wait = _retry_after_seconds(response)
+            return _Retry(
+                RateLimited("The upstream model is rate limited; retry shortly.", retry_after_seconds=wait or 1.0),
+                wait,
+            )
+        if status >= 500:
+            return _Retry(
+                UpstreamError(f"The upstream model failed (status {status})."), _retry_after_seconds(response)
+            )
+        if status in (400, 404, 413, 422):
+            code = _error_field(detail, "code")
+            message = _error_field(detail, "message")
+            if self._secret and len(self._secret) >= 8:
+                message = message.replace(self._secret, "[redacted]")
+            return InvalidInput(
+                # The upstream's own explanation is what the caller needs (e.g. context length);
+                # cut short, and only its message field, never the raw body.
+                f"The upstream model rejected the request: {message[:300]}"
+                if message
+                else f"The upstream model rejected the request (status {status}).",
+                code=code if code in _PASS_THROUGH_CODES else "invalid_value",
+                param=_error_field(detail, "param") or None,
+            )
+        return UpstreamError(f"The upstream model refused the request (status {status}).")
+
+    @staticmethod
+    async def _read_capped(response: httpx.Response, cap: int) -> bytes:
+        data = bytearray()
+        async for piece in response.aiter_bytes():
+            data += piece
+            if len(data) >= cap:
+                break
+        return bytes(data)
+
+
+def _error_field(detail: dict[str, Any], key: str) -> str:
+    value = detail.get(key)
+    return value if isinstance(value, str) else ""
+
+
+def _has_finish_reason(chunk: JSONObject) -> bool:
+    choices = chunk.get("choices")
+    return isinstance(choices, list) and any(isinstance(c, dict) and c.get("finish_reason") for c in choices)

@@ -1,0 +1,100 @@
+"""An incremental Server-Sent Events parser, lenient where real servers are sloppy.
+
+Follows the WHATWG event-stream rules: lines end in ``\\n``, ``\\r\\n`` or ``\\r`` (also when a
+``\\r\\n`` pair is split across network reads); lines starting with ``:`` are comments;
+several ``data:`` lines of one event join with ``\\n``; a blank line dispatches the event.
+At end of input a pending event is dispatched too (some servers omit the final blank line).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class SSETooLarge(ValueError):
+    """One event (or one line) exceeded the size cap."""
+
+
+@dataclass(frozen=True, slots=True)
+class SSEEvent:
+    data: str
+    event: str | None = None
+    id: str | None = None
+
+
+class SSEParser:
+    def __init__(self, max_event_bytes: int = 1024 * 1024) -> None:
+        self._max = max_event_bytes
+        self._buffer = bytearray()
+        self._data: list[str] = []
+        self._data_size = 0
+        self._event: str | None = None
+        self._id: str | None = None
+        self._skip_lf = False
+        self.comments = 0
+
+    def feed(self, chunk: bytes) -> list[SSEEvent]:
+        events: list[SSEEvent] = []
+        start = 0
+        if self._skip_lf and chunk[:1] == b"\n":
+            start = 1
+        self._skip_lf = False
+        position = start
+        length = len(chunk)
+        while position < length:
+            byte = chunk[position]
+            if byte in (0x0A, 0x0D):
+                self._buffer += chunk[start:position]
+                self._line(bytes(self._buffer), events)
+                self._buffer.clear()
+                if byte == 0x0D:
+                    if position + 1 < length and chunk[position + 1] == 0x0A:
+                        position += 1
+                    elif position + 1 == length:
+                        self._skip_lf = True
+                position += 1
+                start = position
+                continue
+            position += 1
+        self._buffer += chunk[start:]
+        if len(self._buffer) > self._max:
+            raise SSETooLarge("an event-stream line exceeds the size cap")
+        return events
+
+    def close(self) -> list[SSEEvent]:
+        """End of input: the last line and a pending event, if any."""
+        events: list[SSEEvent] = []
+        if self._buffer:
+            self._line(bytes(self._buffer), events)
+            self._buffer.clear()
+        self._dispatch(events)
+        return events
+
+    def _line(self, raw: bytes, events: list[SSEEvent]) -> None:
+        if not raw:
+            self._dispatch(events)
+            return
+        line = raw.decode("utf-8", errors="replace")
+        if line.startswith(":"):
+            self.comments += 1
+            return
+        name, sep, value = line.partition(":")
+        if sep and value.startswith(" "):
+            value = value[1:]
+        if name == "data":
+            self._data.append(value)
+            self._data_size += len(value) + 1
+            if self._data_size > self._max:
+                raise SSETooLarge("an event-stream event exceeds the size cap")
+        elif name == "event":
+            self._event = value
+        elif name == "id":
+            self._id = value
+        # "retry" and unknown fields are ignored, as the spec says.
+
+    def _dispatch(self, events: list[SSEEvent]) -> None:
+        if self._data:
+            events.append(SSEEvent(data="\n".join(self._data), event=self._event, id=self._id))
+        self._data = []
+        self._data_size = 0
+        self._event = None
