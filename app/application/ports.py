@@ -9,6 +9,7 @@ from datetime import datetime
 from types import TracebackType
 from typing import Protocol, Self
 
+from app.domain.agent import ConversationRepository, MessageRepository, RunRepository, ToolExecutionRepository
 from app.domain.users import UserRepository
 
 
@@ -16,6 +17,11 @@ class UnitOfWork(Protocol):
     """An explicit transaction: ``async with uow:`` rolls back unless the use case commits."""
 
     users: UserRepository
+    # The agent (conversations, messages, runs, tool executions).
+    conversations: ConversationRepository
+    messages: MessageRepository
+    runs: RunRepository
+    tool_executions: ToolExecutionRepository
 
     async def __aenter__(self) -> Self: ...
 

@@ -10,6 +10,12 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.domain.errors import ServiceUnavailable
+from app.infrastructure.persistence.agent_repositories import (
+    SqlAlchemyConversationRepository,
+    SqlAlchemyMessageRepository,
+    SqlAlchemyRunRepository,
+    SqlAlchemyToolExecutionRepository,
+)
 from app.infrastructure.persistence.repositories import SqlAlchemyUserRepository
 
 
@@ -37,6 +43,10 @@ class SqlAlchemyUnitOfWork:
     async def __aenter__(self) -> Self:
         self._session = self._session_factory()
         self.users = SqlAlchemyUserRepository(self._session)
+        self.conversations = SqlAlchemyConversationRepository(self._session)
+        self.messages = SqlAlchemyMessageRepository(self._session)
+        self.runs = SqlAlchemyRunRepository(self._session)
+        self.tool_executions = SqlAlchemyToolExecutionRepository(self._session)
         return self
 
     async def __aexit__(
