@@ -9,6 +9,12 @@ from types import TracebackType
 from typing import Self
 
 from app.domain.users import Role, User
+from tests.fakes_agent import (
+    InMemoryConversationRepository,
+    InMemoryMessageRepository,
+    InMemoryRunRepository,
+    InMemoryToolExecutionRepository,
+)
 
 
 class FakeClock:
@@ -49,6 +55,11 @@ class FakeUnitOfWork:
 
     def __init__(self) -> None:
         self.users = InMemoryUserRepository()
+        # The agent's repositories (fakes in tests/fakes_agent.py).
+        self.conversations = InMemoryConversationRepository()
+        self.messages = InMemoryMessageRepository()
+        self.runs = InMemoryRunRepository()
+        self.tool_executions = InMemoryToolExecutionRepository()
         self.commits = 0
         self.rollbacks = 0
 
