@@ -9,7 +9,9 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, Operation
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.domain.agent import ConversationRepository, MessageRepository, RunRepository, ToolExecutionRepository
 from app.domain.errors import ServiceUnavailable
+from app.domain.users import UserRepository
 from app.infrastructure.persistence.agent_repositories import (
     SqlAlchemyConversationRepository,
     SqlAlchemyMessageRepository,
@@ -35,6 +37,12 @@ class SqlAlchemyUnitOfWork:
     domain's `ServiceUnavailable("database_unavailable")`, which the HTTP layer turns into
     a 503: a database blip is never a 401 or a 500.
     """
+
+    users: UserRepository
+    conversations: ConversationRepository
+    messages: MessageRepository
+    runs: RunRepository
+    tool_executions: ToolExecutionRepository
 
     def __init__(self, session_factory: async_sessionmaker[AsyncSession]) -> None:
         self._session_factory = session_factory
