@@ -505,3 +505,23 @@ async def test_an_unread_stream_closed_frees_the_conversation() -> None:
     assert agent.uow.runs.rows[stream.run.id].status is RunStatus.CANCELLED
     assert json.dumps(agent.model.calls) == "[]"
     await drain(await agent.post(me, conversation.id, "again"))
+
+
+async def test_a_cancellation_from_another_process_stops_a_waiting_run() -> None:
+    model = ScriptedModel(Hang(before=[chunk({"content": "Thinking hard"})]))
+    here = build_agent(model, limits=AgentLimits(default_model="fake", status_poll_seconds=0.01))
+    elsewhere = build_agent(ScriptedModel(), uow=here.uow)  # same database, its own signals
+    me = make_principal()
+    conversation = await here.conversation(me)
+    stream = await here.post(me, conversation.id, "go")
+
+    events = []
+    async for event in stream:
+        events.append(event)
+        if isinstance(event, MessageDelta):
+            await elsewhere.cancel(me, conversation.id)
+
+    assert types(events)[-2:] == ["message.completed", "run.completed"]
+    assert events[-1].run.status is RunStatus.CANCELLED  # type: ignore[union-attr]
+    assert here.uow.messages.rows[-1].status is MessageStatus.INCOMPLETE
+    assert model.closed == 1

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import time
@@ -159,6 +160,7 @@ class AgentLoop:
         run = ctx.run
         cancel = self._signals.register(run.id)
         waiter: asyncio.Future[Any] = asyncio.ensure_future(cancel.wait())
+        watcher = asyncio.ensure_future(self._watch_status(run.id, cancel))
         live = _Live()
         try:
             yield RunStarted(run.id, ctx.conversation.id)
@@ -190,6 +192,7 @@ class AgentLoop:
             yield RunCompleted(final)
         finally:
             waiter.cancel()
+            watcher.cancel()
             for task in live.in_flight:
                 task.cancel()
             self._signals.unregister(run.id)
@@ -237,26 +240,20 @@ class AgentLoop:
         stop = self._limit_reached(run)
         if stop is not None:
             # Asked for at the last allowed step: answered (so the transcript stays valid), not run.
-            for call in calls:
-                skipped = _Result(
-                    call, call.arguments, ToolExecutionStatus.ERROR, None, f"not run: {stop.message}", 0, record=False
-                )
-                for event in await self._store_result(ctx, skipped):
-                    yield event
+            reason = f"not run: {stop.message}"
+            for event in await self._answer_unrun(ctx, calls, reason, cancelled=False):
+                yield event
             ending.append(RunCompleted(await self._finish(ctx, RunStatus.FAILED, stop)))
             return
-        pending: list[PendingApproval] = []
-        runnable: list[tuple[ToolCall, dict[str, Any], uuid.UUID | None]] = []
-        for call in calls:
-            refusal = self._refusal(ctx, call)
-            if refusal is not None:
-                for event in await self._store_result(ctx, refusal):
-                    yield event
-            elif self._tools.requires_approval(call.name):
-                reason = f"the tool {call.name!r} requires human approval"
-                pending.append(PendingApproval(call.id, call.name, call.parsed_arguments() or {}, reason))
-            else:
-                runnable.append((call, call.parsed_arguments() or {}, None))
+        if not await self._save_progress(ctx):  # cancelled elsewhere meanwhile: run nothing
+            live.cancelled = True
+            for event in await self._answer_unrun(ctx, calls, "", cancelled=True):
+                yield event
+            return
+        refusals, pending, runnable = self._sort_calls(ctx, calls)
+        for refusal in refusals:
+            for event in await self._store_result(ctx, refusal):
+                yield event
         async with contextlib.aclosing(self._run_calls(ctx, runnable, live, waiter)) as running:
             async for event in running:
                 yield event
@@ -265,6 +262,22 @@ class AgentLoop:
             if stopped.status is RunStatus.REQUIRES_APPROVAL:
                 ending.append(ApprovalRequired(run.id, tuple(pending)))
             ending.append(RunCompleted(stopped))
+
+    async def _watch_status(self, run_id: uuid.UUID, cancel: asyncio.Event) -> None:
+        """Signal `cancel` once the stored run stops being ``running`` (cancelled elsewhere)."""
+        interval = self.limits.status_poll_seconds
+        if interval <= 0:
+            return
+        while not cancel.is_set():
+            await asyncio.sleep(interval)
+            try:
+                async with self._uow() as uow:
+                    stored = await uow.runs.get(run_id)
+            except Exception:  # noqa: BLE001 - a database blip: try again at the next tick
+                log.warning("agent_run_status_poll_failed", extra={"run_id": str(run_id)})
+                continue
+            if stored is None or stored.status is not RunStatus.RUNNING:
+                cancel.set()
 
     def _limit_reached(self, run: Run) -> RunError | None:
         if run.iterations >= run.max_iterations:
@@ -381,6 +394,24 @@ class AgentLoop:
         ]
 
     # ---------------------------------------------------------------- tools
+
+    def _sort_calls(
+        self, ctx: RunContext, calls: list[ToolCall]
+    ) -> tuple[list[_Result], list[PendingApproval], list[tuple[ToolCall, dict[str, Any], uuid.UUID | None]]]:
+        """Split calls into refusals, calls that wait for a human, and calls to run now."""
+        refusals: list[_Result] = []
+        pending: list[PendingApproval] = []
+        runnable: list[tuple[ToolCall, dict[str, Any], uuid.UUID | None]] = []
+        for call in calls:
+            refusal = self._refusal(ctx, call)
+            if refusal is not None:
+                refusals.append(refusal)
+            elif self._tools.requires_approval(call.name):
+                reason = f"the tool {call.name!r} requires human approval"
+                pending.append(PendingApproval(call.id, call.name, call.parsed_arguments() or {}, reason))
+            else:
+                runnable.append((call, call.parsed_arguments() or {}, None))
+        return refusals, pending, runnable
 
     def _refusal(self, ctx: RunContext, call: ToolCall) -> _Result | None:
         """Why a call must not run (not permitted, unknown, bad arguments), or None."""
@@ -544,6 +575,20 @@ class AgentLoop:
             ),
             MessageCompleted(message),
         ]  # fmt: skip
+
+    async def _answer_unrun(
+        self, ctx: RunContext, calls: list[ToolCall], reason: str, *, cancelled: bool
+    ) -> list[AgentEvent]:
+        """Answer calls that will not run, so the transcript stays valid (nothing is recorded
+        in the audit trail: they were never attempted)."""
+        events: list[AgentEvent] = []
+        for call in calls:
+            if cancelled:
+                result = dataclasses.replace(_cancelled_result(call, call.arguments, None), record=False)
+            else:
+                result = _Result(call, call.arguments, ToolExecutionStatus.ERROR, None, reason, 0, record=False)
+            events.extend(await self._store_result(ctx, result))
+        return events
 
     async def _store_partial(self, ctx: RunContext, message_id: uuid.UUID, turn: TurnAccumulator) -> Message | None:
         """What the model produced before a failure or cancellation, as an incomplete message.

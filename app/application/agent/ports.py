@@ -73,6 +73,9 @@ class AgentLimits:
     max_tokens_per_turn: int | None = None
     # An outer bound on one tool run (tools have their own, usually shorter, time limits).
     tool_timeout_seconds: float = 120.0
+    # How often a running run re-reads its status, so a cancellation made by another process
+    # stops it within about this long even while it waits on the model or a tool; 0 = never.
+    status_poll_seconds: float = 2.0
 
 
 class RunSignals:
