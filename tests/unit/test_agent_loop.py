@@ -301,6 +301,7 @@ async def test_upstream_failure_mid_stream_keeps_the_partial_answer() -> None:
 
     assert types(events)[-3:] == ["message.completed", "error", "run.completed"]
     error = next(e for e in events if isinstance(e, ErrorEvent))
+    assert error.error is not None
     assert error.error.code == "upstream_error"
     partial = agent.uow.messages.rows[-1]
     assert (partial.content, partial.status) == ("Half an ans", MessageStatus.INCOMPLETE)
@@ -525,3 +526,33 @@ async def test_a_cancellation_from_another_process_stops_a_waiting_run() -> None
     assert events[-1].run.status is RunStatus.CANCELLED  # type: ignore[union-attr]
     assert here.uow.messages.rows[-1].status is MessageStatus.INCOMPLETE
     assert model.closed == 1
+
+
+async def test_an_unexpected_model_failure_does_not_leak_its_details() -> None:
+    agent = build_agent(ScriptedModel(Fail(RuntimeError("postgres://admin:secret@db"))))
+    me = make_principal()
+    conversation = await agent.conversation(me)
+    events = await drain(await agent.post(me, conversation.id, "go"))
+    error = next(e for e in events if isinstance(e, ErrorEvent))
+    assert error.json() == {"error": {"message": "The model call failed.", "code": "upstream_error", "param": None}}
+    assert "secret" not in repr([e.json() for e in events])
+
+
+async def test_an_internal_failure_ends_the_run_failed() -> None:
+    class BrokenTools(FakeToolRunner):
+        def definitions(self, principal: Any) -> list[dict[str, Any]]:
+            raise RuntimeError("registry exploded")
+
+    agent = build_agent(ScriptedModel(text_turn("never")), BrokenTools())
+    me = make_principal()
+    conversation = await agent.conversation(me)
+    events = await drain(await agent.post(me, conversation.id, "go"))
+
+    assert types(events) == ["run.started", "error", "run.completed"]
+    assert events[1].json() == {
+        "error": {"message": "The run failed unexpectedly.", "code": "internal_error", "param": None}
+    }
+    final = events[-1]
+    assert isinstance(final, RunCompleted)
+    assert final.run.status is RunStatus.FAILED
+    assert agent.uow.runs.rows[final.run.id].status is RunStatus.FAILED

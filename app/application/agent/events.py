@@ -153,16 +153,25 @@ class RunCompleted:
         return run_json(self.run)
 
 
+INTERNAL = "internal_error"
+INTERNAL_MESSAGE = "The run failed unexpectedly."
+
+
 @dataclass(frozen=True, slots=True)
 class ErrorEvent:
-    """A failure after the stream began. `error` is a domain error: the HTTP layer's one
-    error mapping gives it its ``type`` (the ``data`` is ``{"error": {...}}``)."""
+    """A failure after the stream began (the ``data`` is ``{"error": {...}}``).
+
+    `error` is the domain error (the HTTP layer's one error mapping gives it its status and
+    ``type``), or None for an unexpected failure (``server_error`` / ``internal_error``; the
+    details are only logged)."""
 
     type: ClassVar[str] = "error"
     run_id: uuid.UUID
-    error: DomainError
+    error: DomainError | None
 
     def json(self) -> dict[str, Any]:
+        if self.error is None:
+            return {"error": {"message": INTERNAL_MESSAGE, "code": INTERNAL, "param": None}}
         return {"error": {"message": self.error.message, "code": self.error.code, "param": self.error.param}}
 
 

@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app.application.agent.events import (
+    INTERNAL,
+    INTERNAL_MESSAGE,
     AgentEvent,
     ApprovalRequired,
     ErrorEvent,
@@ -184,11 +186,12 @@ class AgentLoop:
             raise
         except Exception as exc:
             log.exception("agent_run_failed", extra={"run_id": str(run.id)})
-            error = exc if isinstance(exc, DomainError) else DomainError("The run failed.", code="internal_error")
+            error = exc if isinstance(exc, DomainError) else None
             yield ErrorEvent(run.id, error)
             final = run
             with contextlib.suppress(Exception):
-                final = await self._finish(ctx, RunStatus.FAILED, RunError(error.code, error.message))
+                stored_error = RunError(error.code, error.message) if error else RunError(INTERNAL, INTERNAL_MESSAGE)
+                final = await self._finish(ctx, RunStatus.FAILED, stored_error)
             yield RunCompleted(final)
         finally:
             waiter.cancel()
@@ -300,8 +303,9 @@ class AgentLoop:
         turn = TurnAccumulator()
         live.message_id, live.turn = message_id, turn
         failure: DomainError | None = None
-        stream = self._model.stream_turn(run.model, messages, tools, max_tokens=self._max_tokens(run))
+        stream: AsyncIterator[dict[str, Any]] | None = None
         try:
+            stream = self._model.stream_turn(run.model, messages, tools, max_tokens=self._max_tokens(run))
             while True:
                 chunk = await self._next_chunk(stream, waiter)
                 if chunk is _END:
@@ -321,7 +325,8 @@ class AgentLoop:
             log.exception("agent_model_call_failed", extra={"run_id": str(run.id)})
             failure = UpstreamError("The model call failed.")
         finally:
-            await _aclose(stream)
+            if stream is not None:
+                await _aclose(stream)
         live.turn = None
         run.usage = run.usage.plus(turn.usage_or_estimate(messages))
         calls = turn.tool_calls()
