@@ -301,3 +301,32 @@ async def test_every_step_is_committed_as_it_happens(container: Container) -> No
     assert cancelled.status is RunStatus.CANCELLED
     rest = [await reading, *[event async for event in iterator]]
     assert rest[-1].run.status is RunStatus.CANCELLED  # type: ignore[union-attr]
+
+
+async def test_a_client_going_away_mid_stream_is_stored_as_cancelled(container: Container) -> None:
+    me = await new_user(container)
+    model = ScriptedModel(Hang(before=text_turn("Half")[:2]))
+    node = process(container, model, FakeToolRunner())
+    conversation = await node.create(me)
+    stream = await node.post(me, conversation.id, "go")
+
+    async for event in stream:
+        if event.type == "message.delta":
+            break
+    await stream.aclose()
+
+    async with container.unit_of_work() as uow:
+        run = await uow.runs.get(stream.run.id)
+        messages = await uow.messages.list_for_conversation(conversation.id)
+    assert run is not None
+    assert run.status is RunStatus.CANCELLED
+    assert [(m.content, m.status) for m in messages] == [
+        ("go", MessageStatus.COMPLETE),
+        ("Half", MessageStatus.INCOMPLETE),
+    ]
+    assert model.closed == 1
+    # The conversation is free again.
+    again = await process(container, ScriptedModel(text_turn("ok")), FakeToolRunner()).post(
+        me, conversation.id, "again"
+    )
+    assert (await again.collect()).run.status is RunStatus.COMPLETED

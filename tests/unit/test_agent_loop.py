@@ -556,3 +556,42 @@ async def test_an_internal_failure_ends_the_run_failed() -> None:
     assert isinstance(final, RunCompleted)
     assert final.run.status is RunStatus.FAILED
     assert agent.uow.runs.rows[final.run.id].status is RunStatus.FAILED
+
+
+async def test_a_consumer_task_cancelled_mid_stream_closes_the_model_call() -> None:
+    model = ScriptedModel(Hang(before=[chunk({"content": "Some"})]))
+    agent = build_agent(model)
+    me = make_principal()
+    conversation = await agent.conversation(me)
+    stream = await agent.post(me, conversation.id, "go")
+
+    task = asyncio.ensure_future(drain(stream))
+    await model.hanging.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+    assert model.closed == 1
+    assert agent.uow.runs.rows[stream.run.id].status is RunStatus.CANCELLED
+    assert (agent.uow.messages.rows[-1].content, agent.uow.messages.rows[-1].status) == (
+        "Some",
+        MessageStatus.INCOMPLETE,
+    )
+
+
+async def test_collect_is_the_non_streaming_answer() -> None:
+    model = ScriptedModel(tool_turn(("call_1", "calculator", {"a": 2, "b": 2})), text_turn("4"))
+    agent = build_agent(model, tools())
+    me = make_principal()
+    conversation = await agent.conversation(me)
+
+    result = await (await agent.post(me, conversation.id, "2+2")).collect()
+
+    assert result.run.status is RunStatus.COMPLETED
+    assert [(m.role.value, m.content) for m in result.messages] == [
+        ("user", "2+2"),
+        ("assistant", None),
+        ("tool", "4"),
+        ("assistant", "4"),
+    ]
+    assert [m.id for m in result.messages] == [m.id for m in agent.uow.messages.rows]

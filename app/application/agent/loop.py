@@ -372,7 +372,10 @@ class AgentLoop:
         try:
             await asyncio.wait({step, waiter}, return_when=asyncio.FIRST_COMPLETED)
         except BaseException:
+            # Our consumer is gone: stop the pending read so the model stream is closed now.
             step.cancel()
+            with contextlib.suppress(BaseException):
+                await step
             raise
         if step.done():
             try:
