@@ -217,10 +217,18 @@ class ScriptedModel:
         return model in self.known
 
     def stream_turn(
-        self, model: str, messages: list[dict[str, Any]], tools: list[dict[str, Any]], *, max_tokens: int | None
+        self,
+        model: str,
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]],
+        *,
+        max_tokens: int | None,
+        principal: Principal,
     ) -> AsyncIterator[dict[str, Any]]:
         check_transcript(messages)
-        self.calls.append({"model": model, "messages": messages, "tools": tools, "max_tokens": max_tokens})
+        self.calls.append(
+            {"model": model, "messages": messages, "tools": tools, "max_tokens": max_tokens, "principal": principal}
+        )
         if not self.turns:
             raise AssertionError("the model was called more often than scripted")
         return self._play(self.turns.pop(0))

@@ -65,6 +65,7 @@ async def test_plain_answer_streams_and_is_stored() -> None:
     assert final.run.usage.total_tokens == 15
     sent = agent.model.calls[0]["messages"]
     assert sent == [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
+    assert agent.model.calls[0]["principal"] is me  # usage and limits are the caller's
     stored = agent.uow.messages.rows
     assert [(m.role, m.content, m.status) for m in stored] == [
         (MessageRole.USER, "Hi", MessageStatus.COMPLETE),

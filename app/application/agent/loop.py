@@ -305,7 +305,9 @@ class AgentLoop:
         failure: DomainError | None = None
         stream: AsyncIterator[dict[str, Any]] | None = None
         try:
-            stream = self._model.stream_turn(run.model, messages, tools, max_tokens=self._max_tokens(run))
+            stream = self._model.stream_turn(
+                run.model, messages, tools, max_tokens=self._max_tokens(run), principal=ctx.principal
+            )
             while True:
                 chunk = await self._next_chunk(stream, waiter)
                 if chunk is _END:

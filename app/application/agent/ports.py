@@ -23,12 +23,19 @@ class AgentModel(Protocol):
         ...
 
     def stream_turn(
-        self, model: str, messages: list[dict[str, Any]], tools: list[dict[str, Any]], *, max_tokens: int | None
+        self,
+        model: str,
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]],
+        *,
+        max_tokens: int | None,
+        principal: Principal,
     ) -> AsyncIterator[dict[str, Any]]:
         """One streamed chat completion: yields OpenAI ``chat.completion.chunk`` objects.
 
-        Raises the domain's `UpstreamError` / `UpstreamTimeout` / `RateLimited` on failure.
-        Closing the iterator must cancel the upstream request.
+        `principal` is who the run works for (usage records, limits). Raises the domain's
+        `UpstreamError` / `UpstreamTimeout` / `RateLimited` on failure. Closing the iterator
+        must cancel the upstream request.
         """
         ...
 
