@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from app.application.agent.executions import ListToolExecutions
 from app.application.agent.runs import ApprovalDecision
 from app.application.agent.transcript import UNANSWERED, TurnAccumulator, model_messages
 from app.domain.agent import Message, MessageRole, MessageStatus, RunStatus, ToolCall
@@ -238,3 +239,20 @@ def test_turn_accumulator_survives_server_quirks() -> None:
     assert calls[1].id != "call_x"
     assert turn.finish_reason == "tool_calls"
     assert turn.usage_or_estimate([{"role": "user", "content": "x" * 40}]).prompt_tokens == 10
+
+
+async def test_tool_execution_history_is_the_callers_newest_first() -> None:
+    script = [tool_turn((f"call_{i}", "calculator", {"i": i})) for i in range(3)] + [text_turn("done")]
+    agent = build_agent(ScriptedModel(*script), gated_tools())
+    me = make_principal()
+    conversation = await agent.conversation(me)
+    await drain(await agent.post(me, conversation.id, "go"))
+    history = ListToolExecutions(lambda: agent.uow)  # type: ignore[arg-type]
+
+    first = await history(me, limit=2)
+    rest = await history(me, limit=2, cursor=first.next_cursor)
+
+    assert [e.tool_call_id for e in first.items + rest.items] == ["call_2", "call_1", "call_0"]
+    assert rest.next_cursor is None
+    assert (await history(make_principal())).items == []
+    assert len((await history(me, conversation_id=conversation.id, limit=10)).items) == 3

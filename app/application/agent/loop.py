@@ -647,6 +647,17 @@ class AgentLoop:
                 run.completed_at = now
                 await uow.runs.save(run, expected={RunStatus.CANCELLED})
             await uow.commit()
+        log.info(
+            "agent_run_%s",
+            run.status.value,
+            extra={
+                "run_id": str(run.id),
+                "conversation_id": str(run.conversation_id),
+                "iterations": run.iterations,
+                "total_tokens": run.usage.total_tokens,
+                "error_code": run.error.code if run.error else None,
+            },
+        )
         return run
 
     async def _abandon(self, ctx: RunContext, live: _Live) -> None:

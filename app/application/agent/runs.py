@@ -151,6 +151,9 @@ class PostMessage:
         return RunStream(self._loop, ctx, message, ())
 
 
+MAX_REASON_LENGTH = 1000
+
+
 @dataclass(frozen=True, slots=True)
 class ApprovalDecision:
     """What the client decided on one pending call."""
@@ -177,6 +180,8 @@ class SubmitApprovals:
     ) -> RunStream:
         by_id: dict[str, ApprovalDecision] = {}
         for decision in decisions:
+            if decision.reason is not None and len(decision.reason) > MAX_REASON_LENGTH:
+                raise InvalidInput(f"A reason must be at most {MAX_REASON_LENGTH} characters.", param="decisions")
             if decision.tool_call_id in by_id:
                 raise InvalidInput(f"Two decisions for {decision.tool_call_id!r}.", param="decisions")
             by_id[decision.tool_call_id] = decision
