@@ -330,3 +330,22 @@ async def test_a_client_going_away_mid_stream_is_stored_as_cancelled(container: 
         me, conversation.id, "again"
     )
     assert (await again.collect()).run.status is RunStatus.COMPLETED
+
+
+async def test_nul_characters_from_a_model_or_a_tool_do_not_break_storage(container: Container) -> None:
+    async def nul(arguments: dict[str, Any]) -> Any:
+        return {"text": "a\x00b"}
+
+    me = await new_user(container)
+    model = ScriptedModel(tool_turn(("call_1", "nul", {"q": "x\u0000y"})), text_turn("bad\x00byte"))
+    node = process(container, model, FakeToolRunner(FakeTool("nul", nul)))
+    conversation = await node.create(me)
+
+    result = await (await node.post(me, conversation.id, "go")).collect()
+
+    assert result.run.status is RunStatus.COMPLETED
+    async with container.unit_of_work() as uow:
+        stored = await uow.messages.list_for_conversation(conversation.id)
+        [execution] = await uow.tool_executions.list_for_run(result.run.id)
+    assert stored[-1].content == "badbyte"
+    assert execution.output == {"text": "ab"}

@@ -15,6 +15,7 @@ from typing import Any
 
 from app.domain.agent import Message, MessageRole, RunUsage, ToolCall
 
+MAX_CALL_ID_LENGTH = 128
 UNANSWERED = "error: no result (the run stopped before this tool call finished)"
 
 
@@ -125,7 +126,8 @@ class TurnAccumulator:
         seen: set[str] = set()
         for index in sorted(self.calls):
             partial = self.calls[index]
-            call_id = partial.id if partial.id and partial.id not in seen else f"call_{uuid.uuid4().hex[:24]}"
+            usable = partial.id and len(partial.id) <= MAX_CALL_ID_LENGTH and partial.id not in seen
+            call_id = partial.id if usable else f"call_{uuid.uuid4().hex[:24]}"
             seen.add(call_id)
             calls.append(ToolCall(id=call_id, name=partial.name, arguments="".join(partial.arguments)))
         return calls

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Collection
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import delete, select, tuple_, update
 from sqlalchemy.engine import CursorResult
@@ -30,6 +31,17 @@ from app.domain.errors import Conflict
 from app.infrastructure.persistence.agent_models import ConversationModel, MessageModel, RunModel, ToolExecutionModel
 
 ONE_ACTIVE_RUN_INDEX = "ux_runs_one_active_per_conversation"
+
+
+def _clean(value: Any) -> Any:
+    """Postgres refuses NUL characters in text and JSONB; a model or a tool may produce them."""
+    if isinstance(value, str):
+        return value.replace("\x00", "") if "\x00" in value else value
+    if isinstance(value, list):
+        return [_clean(item) for item in value]
+    if isinstance(value, dict):
+        return {_clean(key): _clean(item) for key, item in value.items()}
+    return value
 
 
 def _conversation(row: ConversationModel) -> Conversation:
@@ -130,8 +142,8 @@ class SqlAlchemyMessageRepository:
                 conversation_id=message.conversation_id,
                 run_id=message.run_id,
                 role=message.role.value,
-                content=message.content,
-                tool_calls=[call.as_json() for call in message.tool_calls] if message.tool_calls else None,
+                content=_clean(message.content),
+                tool_calls=_clean([call.as_json() for call in message.tool_calls]) if message.tool_calls else None,
                 tool_call_id=message.tool_call_id,
                 name=message.name,
                 status=message.status.value,
@@ -282,10 +294,10 @@ class SqlAlchemyToolExecutionRepository:
                 conversation_id=execution.conversation_id,
                 tool_call_id=execution.tool_call_id,
                 name=execution.name,
-                arguments=execution.arguments,
+                arguments=_clean(execution.arguments),
                 status=execution.status.value,
-                output=execution.output,
-                error=execution.error,
+                output=_clean(execution.output),
+                error=_clean(execution.error),
                 error_code=execution.error_code,
                 duration_ms=execution.duration_ms,
                 approved_by=execution.approved_by,
