@@ -5,122 +5,24 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection
-from dataclasses import dataclass, field, replace
-from datetime import datetime
+from dataclasses import dataclass, field
 from typing import Any
 
-from app.application.agent.ports import ToolOutcome
-from app.domain.agent import (
-    Conversation,
-    ConversationKey,
-    Message,
-    Run,
-    RunStatus,
-    ToolExecution,
+from app.application.agent.ephemeral import (
+    InMemoryConversations,
+    InMemoryMessages,
+    InMemoryRuns,
+    InMemoryToolExecutions,
 )
-from app.domain.errors import Conflict
+from app.application.agent.ports import ToolOutcome
 from app.domain.principal import Principal
 
-
-class InMemoryConversationRepository:
-    def __init__(self) -> None:
-        self.rows: dict[uuid.UUID, Conversation] = {}
-
-    async def add(self, conversation: Conversation) -> None:
-        self.rows[conversation.id] = replace(conversation)
-
-    async def get(self, conversation_id: uuid.UUID) -> Conversation | None:
-        row = self.rows.get(conversation_id)
-        return replace(row) if row else None
-
-    async def list_for_user(
-        self, user_id: uuid.UUID, *, archived: bool | None, limit: int, after: ConversationKey | None
-    ) -> list[Conversation]:
-        rows = [c for c in self.rows.values() if c.user_id == user_id and archived in (None, c.archived)]
-        rows.sort(key=lambda c: (c.created_at, c.id), reverse=True)
-        if after is not None:
-            rows = [c for c in rows if (c.created_at, c.id) < (after.created_at, after.id)]
-        return [replace(c) for c in rows[:limit]]
-
-    async def update(self, conversation: Conversation) -> None:
-        if conversation.id in self.rows:
-            self.rows[conversation.id] = replace(conversation)
-
-    async def delete(self, conversation_id: uuid.UUID) -> None:
-        self.rows.pop(conversation_id, None)
-
-
-class InMemoryMessageRepository:
-    def __init__(self) -> None:
-        self.rows: list[Message] = []
-
-    async def add(self, message: Message) -> None:
-        self.rows.append(replace(message))
-
-    async def list_for_conversation(
-        self, conversation_id: uuid.UUID, *, limit: int | None = None, after: uuid.UUID | None = None
-    ) -> list[Message]:
-        rows = [m for m in self.rows if m.conversation_id == conversation_id]
-        if after is not None:
-            ids = [m.id for m in rows]
-            rows = rows[ids.index(after) + 1 :] if after in ids else []
-        return [replace(m) for m in (rows if limit is None else rows[:limit])]
-
-    async def get(self, message_id: uuid.UUID) -> Message | None:
-        return next((replace(m) for m in self.rows if m.id == message_id), None)
-
-
-class InMemoryRunRepository:
-    def __init__(self) -> None:
-        self.rows: dict[uuid.UUID, Run] = {}
-
-    async def add(self, run: Run) -> None:
-        if any(r.conversation_id == run.conversation_id and r.is_active for r in self.rows.values()):
-            raise Conflict("active run", code="run_in_progress")
-        self.rows[run.id] = replace(run)
-
-    async def get(self, run_id: uuid.UUID) -> Run | None:
-        row = self.rows.get(run_id)
-        return replace(row) if row else None
-
-    async def get_active(self, conversation_id: uuid.UUID) -> Run | None:
-        return next(
-            (replace(r) for r in self.rows.values() if r.conversation_id == conversation_id and r.is_active), None
-        )
-
-    async def save(self, run: Run, *, expected: Collection[RunStatus]) -> bool:
-        stored = self.rows.get(run.id)
-        if stored is None or stored.status not in expected:
-            return False
-        self.rows[run.id] = replace(run, pending_approvals=list(run.pending_approvals))
-        return True
-
-
-class InMemoryToolExecutionRepository:
-    def __init__(self) -> None:
-        self.rows: list[ToolExecution] = []
-
-    async def add(self, execution: ToolExecution) -> None:
-        self.rows.append(replace(execution))
-
-    async def list_for_run(self, run_id: uuid.UUID) -> list[ToolExecution]:
-        return [replace(e) for e in self.rows if e.run_id == run_id]
-
-    async def list_for_user(
-        self,
-        user_id: uuid.UUID,
-        *,
-        conversation_id: uuid.UUID | None,
-        limit: int,
-        after: tuple[datetime, uuid.UUID] | None,
-    ) -> list[ToolExecution]:
-        rows = [e for e in self.rows if e.user_id == user_id and conversation_id in (None, e.conversation_id)]
-        rows.sort(key=lambda e: (e.created_at, e.id), reverse=True)
-        if after is not None:
-            rows = [e for e in rows if (e.created_at, e.id) < after]
-        return rows[:limit]
+# The in-memory repositories are the ones ephemeral (server-tools) runs use in production.
+InMemoryConversationRepository = InMemoryConversations
+InMemoryMessageRepository = InMemoryMessages
+InMemoryRunRepository = InMemoryRuns
+InMemoryToolExecutionRepository = InMemoryToolExecutions
 
 
 # ------------------------------------------------------------------------- the model
