@@ -22,6 +22,12 @@ from app.application.tools import ToolExecutionRecord, ToolOutput
 from app.domain.errors import ServiceUnavailable, Unauthenticated
 from app.domain.identity import ApiKey, ApiKeyFilter, RefreshToken, Session
 from app.domain.users import Role, User
+from tests.fakes_agent import (
+    InMemoryConversationRepository,
+    InMemoryMessageRepository,
+    InMemoryRunRepository,
+    InMemoryToolExecutionRepository,
+)
 
 
 class FakeClock:
@@ -296,6 +302,11 @@ class FakeUnitOfWork:
         self.users = InMemoryUserRepository()
         self.sessions = InMemorySessionRepository()
         self.api_keys = InMemoryApiKeyRepository()
+        # The agent's repositories (fakes in tests/fakes_agent.py).
+        self.conversations = InMemoryConversationRepository()
+        self.messages = InMemoryMessageRepository()
+        self.runs = InMemoryRunRepository()
+        self.tool_executions = InMemoryToolExecutionRepository()
         self.commits = 0
         self.rollbacks = 0
         self.unavailable = False  # True: behave like an unreachable database

@@ -9,16 +9,13 @@ from datetime import datetime
 from types import TracebackType
 from typing import Protocol, Self
 
+from app.domain.agent import ConversationRepository, MessageRepository, RunRepository, ToolExecutionRepository
 from app.domain.identity import ApiKeyRepository, SessionRepository
 from app.domain.users import UserRepository
 
 
-class UnitOfWork(Protocol):
+class Transaction(Protocol):
     """An explicit transaction: ``async with uow:`` rolls back unless the use case commits."""
-
-    users: UserRepository
-    sessions: SessionRepository
-    api_keys: ApiKeyRepository
 
     async def __aenter__(self) -> Self: ...
 
@@ -32,6 +29,27 @@ class UnitOfWork(Protocol):
     async def commit(self) -> None: ...
 
     async def rollback(self) -> None: ...
+
+
+class AgentUnitOfWork(Transaction, Protocol):
+    """What the agent needs: conversations, messages, runs, tool executions (nothing of identity)."""
+
+    conversations: ConversationRepository
+    messages: MessageRepository
+    runs: RunRepository
+    tool_executions: ToolExecutionRepository
+
+
+class UnitOfWork(AgentUnitOfWork, Protocol):
+    """Every repository, in one transaction."""
+
+    users: UserRepository
+    sessions: SessionRepository
+    api_keys: ApiKeyRepository
+
+
+class AgentUnitOfWorkFactory(Protocol):
+    def __call__(self) -> AgentUnitOfWork: ...
 
 
 class UnitOfWorkFactory(Protocol):

@@ -9,9 +9,16 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, Operation
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.domain.agent import ConversationRepository, MessageRepository, RunRepository, ToolExecutionRepository
 from app.domain.errors import ServiceUnavailable
 from app.domain.identity import ApiKeyRepository, SessionRepository
 from app.domain.users import UserRepository
+from app.infrastructure.persistence.agent_repositories import (
+    SqlAlchemyConversationRepository,
+    SqlAlchemyMessageRepository,
+    SqlAlchemyRunRepository,
+    SqlAlchemyToolExecutionRepository,
+)
 from app.infrastructure.persistence.identity_repositories import (
     SqlAlchemyApiKeyRepository,
     SqlAlchemySessionRepository,
@@ -40,6 +47,10 @@ class SqlAlchemyUnitOfWork:
     users: UserRepository
     sessions: SessionRepository
     api_keys: ApiKeyRepository
+    conversations: ConversationRepository
+    messages: MessageRepository
+    runs: RunRepository
+    tool_executions: ToolExecutionRepository
 
     def __init__(self, session_factory: async_sessionmaker[AsyncSession]) -> None:
         self._session_factory = session_factory
@@ -50,6 +61,10 @@ class SqlAlchemyUnitOfWork:
         self.users = SqlAlchemyUserRepository(self._session)
         self.sessions = SqlAlchemySessionRepository(self._session)
         self.api_keys = SqlAlchemyApiKeyRepository(self._session)
+        self.conversations = SqlAlchemyConversationRepository(self._session)
+        self.messages = SqlAlchemyMessageRepository(self._session)
+        self.runs = SqlAlchemyRunRepository(self._session)
+        self.tool_executions = SqlAlchemyToolExecutionRepository(self._session)
         return self
 
     async def __aexit__(
