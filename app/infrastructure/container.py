@@ -16,6 +16,7 @@ from app.infrastructure.observability.logging import get_logger
 from app.infrastructure.observability.metrics import Metrics
 from app.infrastructure.persistence import migrations
 from app.infrastructure.persistence.unit_of_work import SqlAlchemyUnitOfWork, is_connectivity_error
+from app.infrastructure.ratelimit.resilient import RateLimiters
 
 log = get_logger(__name__)
 
@@ -29,6 +30,8 @@ class Container:
     http_client: httpx.AsyncClient
     metrics: Metrics
     readiness: CheckReadiness
+    # The API and auth rate limiters (Redis-backed with a failure policy, or in-process).
+    rate_limits: RateLimiters
     # How long start() waits for the database before giving up (a compose or k8s start race).
     database_wait_seconds: float = 30.0
     _closed: bool = field(default=False, init=False)
@@ -55,6 +58,7 @@ class Container:
         if self._closed:
             return
         self._closed = True
+        await self.rate_limits.aclose()
         await self.http_client.aclose()
         if self.redis is not None:
             await self.redis.aclose()

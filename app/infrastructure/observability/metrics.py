@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
@@ -30,5 +30,28 @@ class Metrics:
         self.unhandled_errors = Counter(
             "agent_api_unhandled_errors_total",
             "Unexpected exceptions turned into 500 responses.",
+            registry=self.registry,
+        )
+        self.rate_limit_rejections = Counter(
+            "agent_api_rate_limit_rejections_total",
+            "Requests refused by a rate limit or quota (429), by limiter and limit.",
+            ("limiter", "limit"),
+            registry=self.registry,
+        )
+        self.rate_limit_fallbacks = Counter(
+            "agent_api_rate_limit_fallbacks_total",
+            "Rate-limit decisions taken without Redis (by the failure policy), by limiter and policy.",
+            ("limiter", "policy"),
+            registry=self.registry,
+        )
+        self.rate_limit_backend_errors = Counter(
+            "agent_api_rate_limit_backend_errors_total",
+            "Failed or skipped Redis calls of the rate limiter, by operation and error type.",
+            ("operation", "error"),
+            registry=self.registry,
+        )
+        self.rate_limit_degraded = Gauge(
+            "agent_api_rate_limit_degraded",
+            "1 while the rate limiter's Redis is unreachable and the failure policy decides.",
             registry=self.registry,
         )
