@@ -252,9 +252,7 @@ def test_headers_of_an_admitted_request() -> None:
 
 
 def test_headers_of_refusals() -> None:
-    rate = RateLimitDecision(
-        False, LimitKind.REQUESTS, RATE_LIMIT_EXCEEDED, 0.25, requests=LimitState(10, 0, 5.9)
-    )
+    rate = RateLimitDecision(False, LimitKind.REQUESTS, RATE_LIMIT_EXCEEDED, 0.25, requests=LimitState(10, 0, 5.9))
     headers = rate_limit_headers(rate)
     assert headers["Retry-After"] == "1"
     assert headers["retry-after-ms"] == "250"
