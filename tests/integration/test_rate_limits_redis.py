@@ -66,7 +66,13 @@ def test_a_synchronised_burst_from_two_processes_admits_exactly_the_limit(redis_
     workers = [
         context.Process(
             target=burst_worker,
-            args=(redis_url, prefix, subjects, BURST_LIMIT, BURST_ATTEMPTS_PER_PROCESS, barrier, results),
+            args=(redis_url, prefix, subjects),
+            kwargs={
+                "limit": BURST_LIMIT,
+                "attempts": BURST_ATTEMPTS_PER_PROCESS,
+                "barrier": barrier,
+                "results": results,
+            },
         )
         for _ in range(BURST_PROCESSES)
     ]

@@ -19,6 +19,7 @@ def burst_worker(
     url: str,
     prefix: str,
     subjects: list[str],
+    *,
     limit: int,
     attempts: int,
     barrier: Barrier,

@@ -23,10 +23,10 @@ from app.application.ratelimit import (
     admit,
     auth_policies,
     format_reset,
+    gcra,
     policy_for_principal,
     rate_limit_headers,
 )
-from app.application.ratelimit import gcra
 from app.domain.principal import CredentialKind, Limits, Principal
 from app.domain.users import Role
 from app.infrastructure.ratelimit.in_process import InProcessRateLimiter
@@ -128,7 +128,9 @@ async def test_tokens_are_reserved_and_settlement_refunds_what_was_not_used(limi
     policy = LimitPolicy(tokens_per_window=1000)
     first = await limiter.acquire(RateLimitRequest("key:a", policy, tokens=600))
     assert first.allowed
-    assert first.tokens == LimitState(1000, 400, pytest.approx(36.0))
+    assert first.tokens is not None
+    assert (first.tokens.limit, first.tokens.remaining) == (1000, 400)
+    assert first.tokens.reset_seconds == pytest.approx(36.0)
     refused = await limiter.acquire(RateLimitRequest("key:a", policy, tokens=600))
     assert not refused.allowed
     assert refused.refused_by is LimitKind.TOKENS
@@ -319,14 +321,14 @@ KEY_DEFAULTS = CallerLimitDefaults(60, 100_000, 0, 10)
 USER_DEFAULTS = CallerLimitDefaults(30, 50_000, 1_000_000, 2)
 
 
-def principal(kind: CredentialKind, limits: Limits = Limits()) -> Principal:
+def principal(kind: CredentialKind, limits: Limits | None = None) -> Principal:
     return Principal(
         user_id=uuid.uuid4(),
         email="a@example.org",
         role=Role.USER,
         credential=kind,
         api_key_id=uuid.uuid4() if kind is CredentialKind.API_KEY else None,
-        limits=limits,
+        limits=limits or Limits(),
     )
 
 

@@ -40,6 +40,18 @@ from app.infrastructure.ratelimit.redis_limiter import RedisRateLimiter
 log = get_logger(__name__)
 
 
+def _reraise_if_cancelled(exc: Exception | None) -> None:
+    """A cancellation (client gone) that arrived during a Redis call must not be lost.
+
+    Seen in tests: a cancel delivered just as a redis-py call completed surfaced as a normal
+    return or a redis error, and the task ran on. The task's pending cancel count still tells
+    the truth, so it is checked after every call.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError from exc
+
+
 class RedisHealth:
     """Whether the limiters' Redis is usable; shared by every limiter of the process.
 
@@ -122,8 +134,10 @@ class ResilientRateLimiter:
                 async with asyncio.timeout(self.health.timeout_seconds):
                     decision = await self.primary.acquire(request)
             except Exception as exc:  # noqa: BLE001 - any Redis failure means "apply the policy"
+                _reraise_if_cancelled(exc)
                 self.health.mark_failed("acquire", exc)
             else:
+                _reraise_if_cancelled(None)
                 self._count(decision)
                 return decision
         return self._without_redis(request)
@@ -177,7 +191,10 @@ class ResilientRateLimiter:
             async with asyncio.timeout(self.health.timeout_seconds):
                 await call
         except Exception as exc:  # noqa: BLE001 - never fail the request's ending
+            _reraise_if_cancelled(exc)
             self.health.mark_failed(operation, exc)
+        else:
+            _reraise_if_cancelled(None)
 
 
 @dataclass
