@@ -12,7 +12,7 @@ from redis.asyncio import Redis
 
 from app.application.health import CheckReadiness
 from app.application.ports import DependencyProbe
-from app.application.ratelimit import AuthLimitDefaults, CallerLimitDefaults, FailurePolicy
+from app.application.ratelimit import AuthLimitDefaults, CallerLimitDefaults, FailurePolicy, parse_trusted_proxies
 from app.config import RateLimitSettings, Settings, load_settings
 from app.infrastructure.container import Container
 from app.infrastructure.http.app import build_http_app
@@ -69,7 +69,7 @@ def build_rate_limiters(settings: Settings, redis: Redis | None, metrics: Metric
         limits.user_rpm, limits.user_tpm, limits.user_daily_token_budget, limits.user_max_streams
     )
     auth_defaults = AuthLimitDefaults(limits.auth_ip_rpm, limits.auth_account_rpm)
-    proxies = tuple(limits.trusted_proxies)
+    proxies = parse_trusted_proxies(limits.trusted_proxies)
     if redis is None:
         return RateLimiters(local, local, api_keys, users, auth_defaults, proxies)
     health = RedisHealth(

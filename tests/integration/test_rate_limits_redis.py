@@ -23,6 +23,7 @@ from app.application.ratelimit import (
 )
 from app.infrastructure.ratelimit.redis_limiter import RedisRateLimiter
 from tests.support.ratelimit_burst import burst_worker
+from tests.support.services import spawn_redis
 
 BURST_PROCESSES = 2
 BURST_ATTEMPTS_PER_PROCESS = 100
@@ -237,3 +238,23 @@ async def test_scripts_survive_a_flushed_script_cache(limiter: RedisRateLimiter)
     await limiter.client.script_flush()  # what a restart or failover does
     assert (await limiter.acquire(request)).allowed
     assert not (await limiter.acquire(request)).allowed
+
+
+async def test_a_decision_is_one_round_trip_of_one_script() -> None:
+    server = spawn_redis()
+    redis = Redis.from_url(server.url)
+    try:
+        limiter = RedisRateLimiter(redis, key_prefix="test-rtt:")
+        policy = LimitPolicy(10, 1000, 5000, 3)
+        await limiter.acquire(RateLimitRequest(subject(), policy, tokens=10, stream=True))  # loads the script
+        await redis.config_resetstat()
+        await limiter.acquire(RateLimitRequest(subject(), policy, tokens=10, stream=True))
+        stats = await redis.info("commandstats")
+        assert stats["cmdstat_evalsha"]["calls"] == 1
+        # Redis counts the script's own calls too; nothing else may appear (no GET, EVAL, SCRIPT...).
+        inside_script = {"time", "hmget", "hset", "pexpire", "pttl", "zremrangebyscore", "zcard", "zadd"}
+        seen = {name.removeprefix("cmdstat_") for name in stats} - {"config", "info"}
+        assert seen - inside_script == {"evalsha"}, stats
+    finally:
+        await redis.aclose()
+        server.stop()

@@ -15,12 +15,11 @@ import asyncio
 import contextlib
 import dataclasses
 import time
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
-from redis.asyncio import Redis
-
+from app.application.ratelimit.client_ip import IPNetwork
 from app.application.ratelimit.policy import AuthLimitDefaults, CallerLimitDefaults
 from app.application.ratelimit.types import (
     FailurePolicy,
@@ -35,7 +34,6 @@ from app.infrastructure.observability.logging import get_logger
 from app.infrastructure.observability.metrics import Metrics
 from app.infrastructure.ratelimit import in_process
 from app.infrastructure.ratelimit.in_process import InProcessRateLimiter
-from app.infrastructure.ratelimit.redis_limiter import RedisRateLimiter
 
 log = get_logger(__name__)
 
@@ -52,6 +50,12 @@ def _reraise_if_cancelled(exc: Exception | None) -> None:
         raise asyncio.CancelledError from exc
 
 
+class Pingable(Protocol):
+    """What the health probe needs of a Redis client (redis-py's `Redis` is one)."""
+
+    def ping(self, **kwargs: Any) -> Awaitable[Any]: ...
+
+
 class RedisHealth:
     """Whether the limiters' Redis is usable; shared by every limiter of the process.
 
@@ -59,7 +63,7 @@ class RedisHealth:
     """
 
     def __init__(
-        self, client: Redis, metrics: Metrics, *, probe_interval_seconds: float = 1.0, timeout_seconds: float = 0.25
+        self, client: Pingable, metrics: Metrics, *, probe_interval_seconds: float = 1.0, timeout_seconds: float = 0.25
     ) -> None:
         self._client = client
         self._metrics = metrics
@@ -109,11 +113,14 @@ class RedisHealth:
 
 
 class ResilientRateLimiter:
-    """`RateLimiter` over Redis with a failure policy. See the module docstring."""
+    """`RateLimiter` over Redis (``primary``, a `RedisRateLimiter`) with a failure policy.
+
+    See the module docstring.
+    """
 
     def __init__(
         self,
-        primary: RedisRateLimiter,
+        primary: RateLimiter,
         fallback: InProcessRateLimiter,
         health: RedisHealth,
         *,
@@ -210,7 +217,8 @@ class RateLimiters:
     api_keys: CallerLimitDefaults
     users: CallerLimitDefaults
     auth_defaults: AuthLimitDefaults
-    trusted_proxies: tuple[str, ...]
+    # Parsed RATE_LIMIT_TRUSTED_PROXIES, for `client_ip`.
+    trusted_proxies: tuple[IPNetwork, ...]
     health: RedisHealth | None = None
 
     async def aclose(self) -> None:
