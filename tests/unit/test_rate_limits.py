@@ -251,6 +251,7 @@ def test_headers_of_an_admitted_request() -> None:
         "x-ratelimit-remaining-tokens": "900",
         "x-ratelimit-reset-tokens": "6s",
     }
+    assert set(rate_limit_headers(decision)) == set(RATE_LIMIT_HEADER_NAMES)  # all exposed to browsers by CORS
 
 
 def test_headers_of_refusals() -> None:

@@ -6,6 +6,11 @@ import math
 
 from app.application.ratelimit.types import LimitState, RateLimitDecision
 
+# Every x-ratelimit-* header name (CORS must expose them for browser clients).
+RATE_LIMIT_HEADER_NAMES = tuple(
+    f"x-ratelimit-{what}-{kind}" for kind in ("requests", "tokens") for what in ("limit", "remaining", "reset")
+)
+
 
 def format_reset(seconds: float) -> str:
     """A duration the way OpenAI writes ``x-ratelimit-reset-*``: ``20ms``, ``1.5s``, ``6m0s``, ``1h2m5s``."""

@@ -16,6 +16,7 @@ from litestar.openapi.plugins import SwaggerRenderPlugin
 
 import app as app_package
 from app.application.health import CheckReadiness
+from app.application.ratelimit.headers import RATE_LIMIT_HEADER_NAMES
 from app.domain.errors import DomainError
 from app.infrastructure.container import Container
 from app.infrastructure.http.controllers.operations import OperationsController
@@ -48,7 +49,13 @@ def build_http_app(container: Container, extra_route_handlers: Sequence[Any] = (
             allow_origins=settings.server.cors_allow_origins,
             allow_methods=["GET", "POST", "PATCH", "DELETE", "OPTIONS"],
             allow_headers=["Authorization", "Content-Type", "X-API-Key", "X-Request-ID"],
-            expose_headers=["X-Request-ID", "Retry-After", "retry-after-ms"],
+            expose_headers=[
+                "X-Request-ID",
+                "Retry-After",
+                "retry-after-ms",
+                "x-should-retry",
+                *RATE_LIMIT_HEADER_NAMES,
+            ],
         )
         if settings.server.cors_allow_origins
         else None
