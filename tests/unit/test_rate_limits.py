@@ -27,6 +27,7 @@ from app.application.ratelimit import (
     policy_for_principal,
     rate_limit_headers,
 )
+from app.application.ratelimit.headers import RATE_LIMIT_HEADER_NAMES
 from app.domain.principal import CredentialKind, Limits, Principal
 from app.domain.users import Role
 from app.infrastructure.ratelimit.in_process import InProcessRateLimiter
