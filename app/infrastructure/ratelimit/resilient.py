@@ -86,7 +86,11 @@ class RedisHealth:
         self.degraded_since = time.monotonic()
         self._metrics.rate_limit_degraded.set(1)
         log.warning("rate_limit_redis_degraded", operation=operation, error=type(exc).__name__)
-        if self._probe is None or self._probe.done():
+        self.ensure_probing()
+
+    def ensure_probing(self) -> None:
+        """Start the (single) recovery probe if degraded and none is running."""
+        if self.degraded and not self._closed and (self._probe is None or self._probe.done()):
             self._probe = asyncio.get_running_loop().create_task(self._probe_until_back(), name="rate-limit-probe")
 
     async def _probe_until_back(self) -> None:
@@ -150,6 +154,7 @@ class ResilientRateLimiter:
         return self._without_redis(request)
 
     def _without_redis(self, request: RateLimitRequest) -> RateLimitDecision:
+        self.health.ensure_probing()  # cheap; restarts a probe that died for any reason
         self._metrics.rate_limit_fallbacks.labels(limiter=self.name, policy=self.policy.value).inc()
         if self.policy is FailurePolicy.CLOSED:
             raise ServiceUnavailable(
