@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import httpx
 from litestar import Litestar
+from redis.asyncio import Redis
 
 from app.application.health import CheckReadiness
 from app.application.ports import DependencyProbe
-from app.config import Settings, load_settings
+from app.application.ratelimit import AuthLimitDefaults, CallerLimitDefaults, FailurePolicy, parse_trusted_proxies
+from app.config import RateLimitSettings, Settings, load_settings
 from app.infrastructure.container import Container, build_identity
 from app.infrastructure.http.app import build_http_app
 from app.infrastructure.llm.openai_client import OpenAICompatibleClient, UpstreamPolicy
@@ -21,6 +23,9 @@ from app.infrastructure.observability.logging import configure_logging
 from app.infrastructure.observability.metrics import Metrics
 from app.infrastructure.persistence.database import DatabaseProbe, create_engine, create_session_factory
 from app.infrastructure.persistence.unit_of_work import SqlAlchemyUnitOfWork
+from app.infrastructure.ratelimit.in_process import InProcessRateLimiter
+from app.infrastructure.ratelimit.redis_limiter import RedisRateLimiter
+from app.infrastructure.ratelimit.resilient import RateLimiters, RateLimitProbe, RedisHealth, ResilientRateLimiter
 from app.infrastructure.redis_client import InProcessLimiterProbe, RedisProbe, create_redis
 from app.infrastructure.tools.registry import build_tool_registry
 
@@ -39,11 +44,13 @@ def build_container(settings: Settings) -> Container:
     redis = create_redis(settings.redis)
     probes: list[DependencyProbe] = [DatabaseProbe(engine)]
     probes.append(RedisProbe(redis) if redis is not None else InProcessLimiterProbe())
+    metrics = Metrics()
+    rate_limits = build_rate_limiters(settings, redis, metrics)
+    probes.append(RateLimitProbe(rate_limits, FailurePolicy(settings.rate_limit.api_failure_policy.value)))
     http_client = httpx.AsyncClient(
         timeout=httpx.Timeout(connect=5.0, read=60.0, write=30.0, pool=5.0),
         limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
     )
-    metrics = Metrics()
     session_factory = create_session_factory(engine)
     llm = settings.llm
     catalog = build_model_catalog(settings, metrics)
@@ -67,6 +74,7 @@ def build_container(settings: Settings) -> Container:
             on_dropped=metrics.usage_records_dropped.inc,
             on_written=metrics.usage_records_written.inc,
         ),
+        rate_limits=rate_limits,
     )
 
 
@@ -106,6 +114,36 @@ def build_model_catalog(settings: Settings, metrics: Metrics) -> StaticModelCata
         policy=upstream_policy(settings),
         client_factory=client_factory,
     )
+
+
+def build_rate_limiters(settings: Settings, redis: Redis | None, metrics: Metrics) -> RateLimiters:
+    """The API and auth limiters: Redis-backed with their failure policies, else in-process."""
+    limits: RateLimitSettings = settings.rate_limit
+    local = InProcessRateLimiter(lease_ttl_seconds=limits.lease_ttl_seconds)
+    api_keys = CallerLimitDefaults(
+        limits.key_rpm, limits.key_tpm, limits.key_daily_token_budget, limits.key_max_streams
+    )
+    users = CallerLimitDefaults(
+        limits.user_rpm, limits.user_tpm, limits.user_daily_token_budget, limits.user_max_streams
+    )
+    auth_defaults = AuthLimitDefaults(limits.auth_ip_rpm, limits.auth_account_rpm)
+    proxies = parse_trusted_proxies(limits.trusted_proxies)
+    if redis is None:
+        return RateLimiters(local, local, api_keys, users, auth_defaults, proxies)
+    health = RedisHealth(
+        redis,
+        metrics,
+        probe_interval_seconds=limits.recovery_probe_seconds,
+        timeout_seconds=settings.redis.socket_timeout_seconds,
+    )
+    shared = RedisRateLimiter(redis, key_prefix=settings.redis.key_prefix, lease_ttl_seconds=limits.lease_ttl_seconds)
+
+    def resilient(name: str, policy: str) -> ResilientRateLimiter:
+        return ResilientRateLimiter(shared, local, health, policy=FailurePolicy(policy), metrics=metrics, name=name)
+
+    api = resilient("api", limits.api_failure_policy.value)
+    auth = resilient("auth", limits.auth_failure_policy.value)
+    return RateLimiters(api, auth, api_keys, users, auth_defaults, proxies, health)
 
 
 def create_app(settings: Settings | None = None) -> Litestar:

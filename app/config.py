@@ -8,6 +8,7 @@ Outside development the service refuses to start with weak secrets (see `Setting
 from __future__ import annotations
 
 import enum
+import ipaddress
 from datetime import datetime
 from functools import cached_property
 from typing import Annotated, Any
@@ -100,6 +101,56 @@ class RedisSettings(BaseSettings):
     max_connections: int = Field(64, ge=1, le=10_000)
     # Every key this service writes starts with this (several deployments can share one Redis).
     key_prefix: str = "agent-api:"
+
+
+class RateLimitFailurePolicy(enum.StrEnum):
+    """What the limits do while Redis is down: admit all, enforce per process, or refuse (503)."""
+
+    OPEN = "open"
+    LOCAL = "local"
+    CLOSED = "closed"
+
+
+class RateLimitSettings(BaseSettings):
+    """Rate limits and quotas: defaults per API key and per user, auth limits, Redis failure policy.
+
+    Limit values of 0 mean "no limit". An API key's own `rpm_limit`/`tpm_limit`/
+    `daily_token_budget` override the key defaults.
+    """
+
+    model_config = _config("RATE_LIMIT_")
+
+    key_rpm: int = Field(60, ge=0, le=1_000_000)
+    key_tpm: int = Field(100_000, ge=0, le=30_000_000)
+    key_daily_token_budget: int = Field(0, ge=0)
+    key_max_streams: int = Field(10, ge=0, le=100_000)
+    user_rpm: int = Field(60, ge=0, le=1_000_000)
+    user_tpm: int = Field(100_000, ge=0, le=30_000_000)
+    user_daily_token_budget: int = Field(0, ge=0)
+    user_max_streams: int = Field(10, ge=0, le=100_000)
+    # Auth endpoints (login, registration, refresh): per client IP and per account.
+    auth_ip_rpm: int = Field(30, ge=0, le=1_000_000)
+    auth_account_rpm: int = Field(10, ge=0, le=1_000_000)
+    api_failure_policy: RateLimitFailurePolicy = RateLimitFailurePolicy.LOCAL
+    auth_failure_policy: RateLimitFailurePolicy = RateLimitFailurePolicy.CLOSED
+    # A stream's slot expires this long after its last renewal if its process dies.
+    lease_ttl_seconds: float = Field(120.0, ge=1, le=3600)
+    # While Redis is down, how often one background PING checks whether it is back.
+    recovery_probe_seconds: float = Field(1.0, gt=0, le=5)
+    # Proxies (CIDRs or addresses) whose X-Forwarded-For is believed; empty = nobody's.
+    trusted_proxies: CsvList = Field(default_factory=list)
+
+    _split = field_validator("trusted_proxies", mode="before")(_split_csv)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _check_cidrs(cls, value: list[str]) -> list[str]:
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"not an IP address or CIDR: {item!r}") from exc
+        return value
 
 
 class SecuritySettings(BaseSettings):
@@ -235,6 +286,7 @@ class Settings(BaseSettings):
     redis: RedisSettings = Field(default_factory=RedisSettings)
     security: SecuritySettings = Field(default_factory=SecuritySettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
+    rate_limit: RateLimitSettings = Field(default_factory=RateLimitSettings)
     llm: LLMSettings = Field(default_factory=LLMSettings)
     bootstrap: BootstrapSettings = Field(default_factory=BootstrapSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)

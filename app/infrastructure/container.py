@@ -35,6 +35,7 @@ from app.infrastructure.observability.logging import get_logger
 from app.infrastructure.observability.metrics import Metrics
 from app.infrastructure.persistence import migrations
 from app.infrastructure.persistence.unit_of_work import SqlAlchemyUnitOfWork, is_connectivity_error
+from app.infrastructure.ratelimit.resilient import RateLimiters
 from app.infrastructure.security.api_keys import HmacApiKeyCodec
 from app.infrastructure.security.cache import InProcessIdentityCache
 from app.infrastructure.security.clock import SystemClock
@@ -60,6 +61,8 @@ class Container:
     identity: IdentityServices
     model_catalog: StaticModelCatalog
     usage_recorder: BatchingUsageRecorder
+    # The API and auth rate limiters (Redis-backed with a failure policy, or in-process).
+    rate_limits: RateLimiters
     # The tools this process offers (built-ins, configured web_search, plugins).
     tools: ToolRegistry = field(default_factory=ToolRegistry)
     # How long start() waits for the database before giving up (a compose or k8s start race).
@@ -108,6 +111,7 @@ class Container:
         await self.identity.last_used_writer.stop()
         await self.usage_recorder.aclose()  # flush queued usage before the engine goes
         await self.model_catalog.aclose()
+        await self.rate_limits.aclose()
         await self.http_client.aclose()
         if self.redis is not None:
             await self.redis.aclose()

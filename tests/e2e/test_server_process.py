@@ -68,7 +68,7 @@ def test_serves_health_ready_and_request_ids(server: tuple[str, Path]) -> None:
 
         ready = http.get("/ready")
         assert ready.status_code == 200, ready.text
-        assert ready.json()["checks"] == {"database": "ok", "redis": "ok", "llm": "ok"}  # llm: the demo provider
+        assert ready.json()["checks"] == {"database": "ok", "redis": "ok", "llm": "ok", "rate_limits": "ok"}
 
         missing = http.get("/v1/nothing-here", headers={"X-Request-ID": "e2e-trace-7"})
         assert missing.status_code == 404

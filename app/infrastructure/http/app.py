@@ -19,6 +19,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 import app as app_package
 from app.application.llm.types import UsageRecorder
 from app.application.llm.use_cases import CreateChatCompletion, GetModel, ListModels
+from app.application.ratelimit.headers import RATE_LIMIT_HEADER_NAMES
 from app.application.tools import ExecuteTool, ExecuteToolBatch, ListTools
 from app.domain.errors import DomainError
 from app.infrastructure.container import Container
@@ -75,7 +76,13 @@ def build_http_app(container: Container, extra_route_handlers: Sequence[Any] = (
             allow_origins=settings.server.cors_allow_origins,
             allow_methods=["GET", "POST", "PATCH", "DELETE", "OPTIONS"],
             allow_headers=["Authorization", "Content-Type", "X-API-Key", "X-Request-ID"],
-            expose_headers=["X-Request-ID", "Retry-After", "retry-after-ms"],
+            expose_headers=[
+                "X-Request-ID",
+                "Retry-After",
+                "retry-after-ms",
+                "x-should-retry",
+                *RATE_LIMIT_HEADER_NAMES,
+            ],
         )
         if settings.server.cors_allow_origins
         else None

@@ -20,6 +20,7 @@ from litestar.exceptions import (
 )
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
+from app.application.ratelimit import RateLimitRefused
 from app.domain import errors as domain
 from app.infrastructure.observability.logging import get_logger
 
@@ -108,7 +109,9 @@ def status_for(exc: domain.DomainError) -> int:
 def handle_domain_error(_: Request[Any, Any, Any], exc: domain.DomainError) -> Response[dict[str, Any]]:
     status = status_for(exc)
     headers: dict[str, str] = {}
-    if isinstance(exc, domain.RateLimited):
+    if isinstance(exc, RateLimitRefused):
+        headers.update(exc.headers)  # the x-ratelimit-* numbers too, not only Retry-After
+    elif isinstance(exc, domain.RateLimited):
         seconds = max(exc.retry_after_seconds, 0.0)
         headers["Retry-After"] = str(max(1, math.ceil(seconds)))
         headers["retry-after-ms"] = str(max(1, math.ceil(seconds * 1000)))

@@ -84,3 +84,26 @@ class Metrics:
             "Usage records written to the database.",
             registry=self.registry,
         )
+        self.rate_limit_rejections = Counter(
+            "agent_api_rate_limit_rejections_total",
+            "Requests refused by a rate limit or quota (429), by limiter and limit.",
+            ("limiter", "limit"),
+            registry=self.registry,
+        )
+        self.rate_limit_fallbacks = Counter(
+            "agent_api_rate_limit_fallbacks_total",
+            "Rate-limit decisions taken without Redis (by the failure policy), by limiter and policy.",
+            ("limiter", "policy"),
+            registry=self.registry,
+        )
+        self.rate_limit_backend_errors = Counter(
+            "agent_api_rate_limit_backend_errors_total",
+            "Failed or skipped Redis calls of the rate limiter, by operation and error type.",
+            ("operation", "error"),
+            registry=self.registry,
+        )
+        self.rate_limit_degraded = Gauge(
+            "agent_api_rate_limit_degraded",
+            "1 while the rate limiter's Redis is unreachable and the failure policy decides.",
+            registry=self.registry,
+        )

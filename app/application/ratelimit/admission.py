@@ -1,0 +1,131 @@
+"""Admitting a request and ending it exactly once: what the HTTP layer and use cases call."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from types import TracebackType
+from typing import Self
+
+from app.application.ratelimit.headers import rate_limit_headers
+from app.application.ratelimit.types import (
+    INSUFFICIENT_QUOTA,
+    LimitKind,
+    RateLimitDecision,
+    RateLimiter,
+    RateLimitRequest,
+)
+from app.domain.errors import RateLimited
+
+log = logging.getLogger(__name__)
+
+_MESSAGES = {
+    LimitKind.REQUESTS: "Rate limit reached for requests. Retry after the time in the Retry-After header.",
+    LimitKind.TOKENS: "Rate limit reached for tokens. Retry after the time in the Retry-After header.",
+    LimitKind.CONCURRENCY: "Too many concurrent streams for this caller. Retry when one has finished.",
+    LimitKind.DAILY_TOKENS: "You exceeded your daily token budget. It renews at 00:00 UTC.",
+}
+
+
+class RateLimitRefused(RateLimited):
+    """A 429 that carries its decision, so the response gets every ``x-ratelimit-*`` header."""
+
+    def __init__(self, decision: RateLimitDecision) -> None:
+        kind = decision.refused_by or LimitKind.REQUESTS
+        super().__init__(
+            _MESSAGES[kind],
+            retry_after_seconds=decision.retry_after_seconds,
+            code=decision.code,
+            should_retry=decision.code != INSUFFICIENT_QUOTA,
+        )
+        self.decision = decision
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return rate_limit_headers(self.decision)
+
+
+class Admission:
+    """What an admitted request holds (a token reservation, maybe a stream lease) until it ends.
+
+    Report usage with `add_usage` (streams: as chunks arrive) or by setting ``used_tokens``;
+    `finish` settles the reservation with it and releases the lease, once, never raising.
+    When no usage was reported the reservation stands as charged (nothing better is known);
+    report 0 for an upstream failure that produced nothing, to refund it all.
+    Used as ``async with``, it renews the lease while the block runs (streams longer than
+    the lease TTL) and finishes on every exit: success, error, cancellation (disconnect),
+    timeout.
+    """
+
+    def __init__(self, limiter: RateLimiter, decision: RateLimitDecision) -> None:
+        self.limiter = limiter
+        self.decision = decision
+        self.used_tokens: int | None = None
+        self._finished = False
+        self._renewer: asyncio.Task[None] | None = None
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """The ``x-ratelimit-*`` headers for the response (send them on streams too)."""
+        return rate_limit_headers(self.decision)
+
+    @property
+    def finished(self) -> bool:
+        return self._finished
+
+    def add_usage(self, tokens: int) -> None:
+        self.used_tokens = (self.used_tokens or 0) + max(0, tokens)
+
+    async def finish(self, used_tokens: int | None = None) -> None:
+        """Settle with the real usage and release the lease. Idempotent; never raises."""
+        if self._finished:
+            return
+        self._finished = True
+        if used_tokens is not None:
+            self.used_tokens = used_tokens
+        if self._renewer is not None:
+            self._renewer.cancel()
+            self._renewer = None
+        reservation, lease = self.decision.reservation, self.decision.lease
+        try:
+            if reservation is not None and self.used_tokens is not None:
+                await self.limiter.settle(reservation, self.used_tokens)
+        except Exception:  # the limiter should not raise; a leak is worse than a lost refund
+            log.warning("rate_limit_settle_failed", exc_info=True)
+        try:
+            if lease is not None:
+                await self.limiter.release(lease)
+        except Exception:
+            log.warning("rate_limit_release_failed", exc_info=True)
+
+    async def _keep_lease(self) -> None:
+        lease = self.decision.lease
+        if lease is None:
+            return
+        while True:
+            await asyncio.sleep(max(lease.ttl_seconds / 3, 0.05))
+            with contextlib.suppress(Exception):
+                await self.limiter.renew(lease)
+
+    async def __aenter__(self) -> Self:
+        if self.decision.lease is not None and not self._finished:
+            self._renewer = asyncio.create_task(self._keep_lease())
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        # Shielded: a second cancellation (a client gone twice) must not skip the release.
+        await asyncio.shield(self.finish())
+
+
+async def admit(limiter: RateLimiter, request: RateLimitRequest) -> Admission:
+    """Check and charge every limit of `request`; raise `RateLimitRefused` (429) when refused.
+
+    A limiter whose store is down may raise ``ServiceUnavailable`` (policy ``closed``).
+    """
+    decision = await limiter.acquire(request)
+    if not decision.allowed:
+        raise RateLimitRefused(decision)
+    return Admission(limiter, decision)
