@@ -27,6 +27,7 @@ from app.infrastructure.ratelimit.in_process import InProcessRateLimiter
 from app.infrastructure.ratelimit.redis_limiter import RedisRateLimiter
 from app.infrastructure.ratelimit.resilient import RateLimiters, RateLimitProbe, RedisHealth, ResilientRateLimiter
 from app.infrastructure.redis_client import InProcessLimiterProbe, RedisProbe, create_redis
+from app.infrastructure.shutdown import Drain
 from app.infrastructure.tools.registry import build_tool_registry
 
 
@@ -55,6 +56,7 @@ def build_container(settings: Settings) -> Container:
     llm = settings.llm
     catalog = build_model_catalog(settings, metrics)
     probes.append(ModelRoutingProbe(catalog))
+    readiness = CheckReadiness(probes)
     return Container(
         settings=settings,
         engine=engine,
@@ -62,7 +64,8 @@ def build_container(settings: Settings) -> Container:
         redis=redis,
         http_client=http_client,
         metrics=metrics,
-        readiness=CheckReadiness(probes),
+        readiness=readiness,
+        drain=Drain(readiness, settings.bootstrap.shutdown_drain_seconds),
         tools=build_tool_registry(settings.tools),
         identity=build_identity(settings, lambda: SqlAlchemyUnitOfWork(session_factory), redis, metrics),
         model_catalog=catalog,

@@ -45,6 +45,7 @@ from app.infrastructure.security.revocation import InProcessRevocationStore, Red
 from app.infrastructure.security.services import IdentityServices
 from app.infrastructure.security.throttle import InProcessLoginThrottle, RedisLoginThrottle
 from app.infrastructure.security.tokens import JwtAccessTokens, OpaqueRefreshTokens
+from app.infrastructure.shutdown import Drain
 
 log = get_logger(__name__)
 
@@ -63,6 +64,8 @@ class Container:
     usage_recorder: BatchingUsageRecorder
     # The API and auth rate limiters (Redis-backed with a failure policy, or in-process).
     rate_limits: RateLimiters
+    # SIGTERM handling: readiness 503 at once, a drain deadline for running streams.
+    drain: Drain
     # The tools this process offers (built-ins, configured web_search, plugins).
     tools: ToolRegistry = field(default_factory=ToolRegistry)
     # How long start() waits for the database before giving up (a compose or k8s start race).
@@ -74,6 +77,7 @@ class Container:
 
     async def start(self) -> None:
         """Bring the schema to head (development) or refuse to serve on a stale one."""
+        self.drain.install()
         deadline = time.monotonic() + self.database_wait_seconds
         while True:
             try:
@@ -108,6 +112,7 @@ class Container:
         if self._closed:
             return
         self._closed = True
+        self.drain.uninstall()
         await self.identity.last_used_writer.stop()
         await self.usage_recorder.aclose()  # flush queued usage before the engine goes
         await self.model_catalog.aclose()

@@ -16,6 +16,7 @@ import getpass
 import json
 import os
 import secrets
+import signal
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -204,6 +205,7 @@ def cmd_serve(_: argparse.Namespace) -> int:
         if ready.is_development and ready.auto_migrate:
             _print_dev_admin(ready, f"http://{shown}:{port}")
         print(f"agent-api: serving on http://{shown}:{port} (docs at /docs); Ctrl-C stops", flush=True)
+        _keep_exit_status_on_sigterm()
         uvicorn.run(
             "app.bootstrap:create_app",
             factory=True,
@@ -216,9 +218,21 @@ def cmd_serve(_: argparse.Namespace) -> int:
             access_log=False,
             proxy_headers=False,
             server_header=False,
-            timeout_graceful_shutdown=int(ready.bootstrap.shutdown_drain_seconds) or None,
+            # The app ends its streams at the drain deadline itself; uvicorn's own limit is a backstop.
+            timeout_graceful_shutdown=int(ready.bootstrap.shutdown_drain_seconds) + 1,
         )
     return 0
+
+
+def _keep_exit_status_on_sigterm() -> None:
+    """After a graceful stop uvicorn re-raises the signal it caught, to the handler that was in
+    place before it started. With the default SIGTERM handler that kills the process (exit 143)
+    after a clean shutdown; this handler makes a drained SIGTERM end with exit status 0."""
+
+    def stopped(_: int, __: object) -> None:
+        return None
+
+    signal.signal(signal.SIGTERM, stopped)
 
 
 COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {

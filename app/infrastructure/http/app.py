@@ -133,5 +133,5 @@ def build_http_app(container: Container, extra_route_handlers: Sequence[Any] = (
         logging_config=None,  # structlog is configured once, in bootstrap
     )
     # Outermost: sees every request, routed or not (see RequestContextMiddleware).
-    application.asgi_handler = RequestContextMiddleware(application.asgi_handler, container.metrics)
+    application.asgi_handler = RequestContextMiddleware(application.asgi_handler, container.metrics, container.drain)
     return application

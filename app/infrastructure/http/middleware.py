@@ -7,16 +7,19 @@ counted like everything else.
 
 from __future__ import annotations
 
+import json
 import re
 import time
 import uuid
 from typing import Any
 
 import structlog
-from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from litestar.enums import ScopeType
+from litestar.types import ASGIApp, HTTPResponseBodyEvent, HTTPResponseStartEvent, Message, Receive, Scope, Send
 
 from app.infrastructure.observability.logging import get_logger
 from app.infrastructure.observability.metrics import Metrics
+from app.infrastructure.shutdown import Drain
 
 REQUEST_ID_HEADER = b"x-request-id"
 _SANE_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:\-]{1,128}$")
@@ -35,10 +38,25 @@ def request_id_from(scope: Scope) -> str:
     return uuid.uuid4().hex
 
 
+# Liveness and readiness keep answering while draining (readiness then says 503 "draining").
+_ALWAYS_SERVED = frozenset({"/health", "/ready"})
+_SHUTTING_DOWN = json.dumps(
+    {
+        "error": {
+            "message": "The server is shutting down; retry on another instance.",
+            "type": "service_unavailable",
+            "param": None,
+            "code": "shutting_down",
+        }
+    }
+).encode()
+
+
 class RequestContextMiddleware:
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics, drain: Drain | None = None) -> None:
         self._app = app
         self._metrics = metrics
+        self._drain = drain
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -61,6 +79,9 @@ class RequestContextMiddleware:
 
         tokens = structlog.contextvars.bind_contextvars(request_id=request_id)
         try:
+            if self._drain is not None and self._drain.draining and scope.get("path") not in _ALWAYS_SERVED:
+                await _refuse_while_draining(scope, send_with_request_id)
+                return
             await self._app(scope, receive, send_with_request_id)
         finally:
             self._record(scope, status_holder[0], time.perf_counter() - started)
@@ -81,3 +102,23 @@ class RequestContextMiddleware:
                 status=status,
                 duration_ms=round(elapsed * 1000, 2),
             )
+
+
+async def _refuse_while_draining(scope: Scope, send: Send) -> None:
+    """503 ``shutting_down`` for a request that arrives after SIGTERM (on an open connection)."""
+    if scope["type"] == ScopeType.WEBSOCKET:
+        await send({"type": "websocket.close", "code": 1012, "reason": "shutting down"})
+        return
+    start: HTTPResponseStartEvent = {
+        "type": "http.response.start",
+        "status": 503,
+        "headers": [
+            (b"content-type", b"application/json"),
+            (b"retry-after", b"1"),
+            (b"connection", b"close"),
+            (b"content-length", str(len(_SHUTTING_DOWN)).encode()),
+        ],
+    }
+    await send(start)
+    body: HTTPResponseBodyEvent = {"type": "http.response.body", "body": _SHUTTING_DOWN, "more_body": False}
+    await send(body)

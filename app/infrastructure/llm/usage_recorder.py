@@ -41,6 +41,7 @@ class BatchingUsageRecorder:
         self._queue: asyncio.Queue[UsageRecord] = asyncio.Queue(maxsize=max_queue)
         self._task: asyncio.Task[None] | None = None
         self._inflight: asyncio.Future[None] | None = None
+        self._gathering: list[UsageRecord] = []
         self._on_dropped = on_dropped or (lambda: None)
         self._on_written = on_written or (lambda _: None)
         self.dropped = 0
@@ -67,6 +68,8 @@ class BatchingUsageRecorder:
             self._task = None
         if self._inflight is not None:
             await self._inflight
+        gathering, self._gathering = self._gathering, []
+        await self._write(gathering)
         while not self._queue.empty():
             await self._write(self._take(self._batch_size))
 
@@ -87,7 +90,9 @@ class BatchingUsageRecorder:
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            batch = [await self._queue.get()]
+            # Kept on the instance while it is being gathered, so that aclose() (which cancels
+            # this task) writes the records already taken off the queue instead of losing them.
+            self._gathering = batch = [await self._queue.get()]
             deadline = loop.time() + self._flush_interval
             while len(batch) < self._batch_size:
                 remaining = deadline - loop.time()
@@ -97,6 +102,7 @@ class BatchingUsageRecorder:
                     batch.append(await asyncio.wait_for(self._queue.get(), timeout=remaining))
                 except TimeoutError:
                     break
+            self._gathering = []
             # Shielded: a shutdown does not cut a batch in half; aclose() waits for it.
             self._inflight = asyncio.ensure_future(self._write(batch))
             await asyncio.shield(self._inflight)

@@ -28,6 +28,7 @@ from app.infrastructure.http.errors import error_body, status_for
 from app.infrastructure.http.sse import DONE, HEARTBEAT, PING, SSE_HEADERS, encode_data, with_heartbeat
 from app.infrastructure.observability.logging import get_logger
 from app.infrastructure.observability.metrics import Metrics
+from app.infrastructure.shutdown import until_drained
 
 log = get_logger(__name__)
 T = TypeVar("T")
@@ -234,7 +235,7 @@ class OpenAIController(Controller):
         async def events() -> Any:
             metrics.active_streams.inc()
             try:
-                async for item in with_heartbeat(stream.__aiter__(), heartbeat):
+                async for item in with_heartbeat(until_drained(stream.__aiter__(), state.container.drain), heartbeat):
                     yield PING if item is HEARTBEAT else encode_data(item)
             except DomainError as exc:
                 log.warning("chat_stream_failed", code=exc.code)
