@@ -21,6 +21,7 @@ from app.infrastructure.llm.routing import ModelRoutingProbe, StaticModelCatalog
 from app.infrastructure.llm.usage_recorder import BatchingUsageRecorder
 from app.infrastructure.observability.logging import configure_logging
 from app.infrastructure.observability.metrics import Metrics
+from app.infrastructure.observability.runtime import RuntimeMetrics
 from app.infrastructure.persistence.database import DatabaseProbe, create_engine, create_session_factory
 from app.infrastructure.persistence.unit_of_work import SqlAlchemyUnitOfWork
 from app.infrastructure.ratelimit.in_process import InProcessRateLimiter
@@ -66,6 +67,7 @@ def build_container(settings: Settings) -> Container:
         metrics=metrics,
         readiness=readiness,
         drain=Drain(readiness, settings.bootstrap.shutdown_drain_seconds),
+        runtime_metrics=RuntimeMetrics(metrics.registry),
         tools=build_tool_registry(settings.tools),
         identity=build_identity(settings, lambda: SqlAlchemyUnitOfWork(session_factory), redis, metrics),
         model_catalog=catalog,

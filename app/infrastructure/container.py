@@ -33,6 +33,7 @@ from app.infrastructure.llm.routing import StaticModelCatalog
 from app.infrastructure.llm.usage_recorder import BatchingUsageRecorder
 from app.infrastructure.observability.logging import get_logger
 from app.infrastructure.observability.metrics import Metrics
+from app.infrastructure.observability.runtime import RuntimeMetrics
 from app.infrastructure.persistence import migrations
 from app.infrastructure.persistence.unit_of_work import SqlAlchemyUnitOfWork, is_connectivity_error
 from app.infrastructure.ratelimit.resilient import RateLimiters
@@ -66,6 +67,7 @@ class Container:
     rate_limits: RateLimiters
     # SIGTERM handling: readiness 503 at once, a drain deadline for running streams.
     drain: Drain
+    runtime_metrics: RuntimeMetrics
     # The tools this process offers (built-ins, configured web_search, plugins).
     tools: ToolRegistry = field(default_factory=ToolRegistry)
     # How long start() waits for the database before giving up (a compose or k8s start race).
@@ -78,6 +80,10 @@ class Container:
     async def start(self) -> None:
         """Bring the schema to head (development) or refuse to serve on a stale one."""
         self.drain.install()
+        self.runtime_metrics.watch_pool(self.engine)
+        self.runtime_metrics.watch_queue("usage_records", lambda: self.usage_recorder.depth)
+        self.runtime_metrics.watch_queue("api_key_last_used", lambda: self.identity.last_used_writer.depth)
+        self.runtime_metrics.start()
         deadline = time.monotonic() + self.database_wait_seconds
         while True:
             try:
@@ -113,6 +119,7 @@ class Container:
             return
         self._closed = True
         self.drain.uninstall()
+        await self.runtime_metrics.aclose()
         await self.identity.last_used_writer.stop()
         await self.usage_recorder.aclose()  # flush queued usage before the engine goes
         await self.model_catalog.aclose()

@@ -3,6 +3,7 @@ the error shape for everything, and X-Request-ID."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from typing import Any
@@ -227,3 +228,14 @@ async def test_cors_is_off_by_default_and_configurable(settings: Settings, app_f
         assert response.headers["access-control-allow-origin"] == "https://app.example.com"
         other = await cors.get("/health", headers={"Origin": "https://evil.example.net"})
         assert other.headers.get("access-control-allow-origin") != "https://evil.example.net"
+
+
+async def test_metrics_expose_runtime_gauges(client: AsyncTestClient[Litestar]) -> None:
+    await asyncio.sleep(0.6)  # one event-loop lag sample
+    text = (await client.get("/metrics")).text
+    assert 'agent_api_queue_depth{queue="usage_records"} 0.0' in text
+    assert 'agent_api_queue_depth{queue="api_key_last_used"} 0.0' in text
+    assert 'agent_api_db_pool_connections{state="capacity"} 20.0' in text  # pool_size 10 + overflow 10
+    assert 'agent_api_db_pool_connections{state="in_use"}' in text
+    lag = next(line for line in text.splitlines() if line.startswith("agent_api_event_loop_lag_seconds "))
+    assert 0.0 <= float(lag.split()[1]) < 5.0

@@ -55,6 +55,11 @@ class BatchingUsageRecorder:
             self._on_dropped()
             log.warning("usage_queue_full", model=record.model, status=record.status)
 
+    @property
+    def depth(self) -> int:
+        """Records waiting to be written (queued, or gathered into the next batch)."""
+        return self._queue.qsize() + len(self._gathering)
+
     def start(self) -> None:
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run(), name="usage-recorder")

@@ -44,6 +44,11 @@ class BackgroundLastUsedWriter:
         self._last_queued: dict[uuid.UUID, float] = {}
         self._in_flight: dict[uuid.UUID, datetime] = {}
 
+    @property
+    def depth(self) -> int:
+        """Last-used updates waiting to be written."""
+        return self._queue.qsize() if self._queue is not None else 0
+
     def record(self, key_id: uuid.UUID, at: datetime) -> None:
         if self._queue is None:
             return
