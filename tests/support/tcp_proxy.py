@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import threading
 from collections.abc import Coroutine
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from app.infrastructure.persistence.embedded import free_port
@@ -19,11 +20,28 @@ from app.infrastructure.persistence.embedded import free_port
 T = TypeVar("T")
 
 
+@dataclass
+class Faults:
+    """What the proxy does to the dependency's answers (applied to new connections).
+
+    first_byte_delay: hold the answer's first bytes this long (a slow dependency);
+    stall_after_bytes: relay this many bytes of the answer, then nothing (a hung stream);
+    reset_after_bytes: relay this many bytes, then reset both sides (a dropped connection);
+    garbage: answer with these bytes instead of the dependency's, then close.
+    """
+
+    first_byte_delay: float = 0.0
+    stall_after_bytes: int | None = None
+    reset_after_bytes: int | None = None
+    garbage: bytes | None = None
+
+
 class TcpProxy:
     def __init__(self, target_host: str, target_port: int, *, listen_port: int | None = None) -> None:
         self.target = (target_host, target_port)
         self.port = listen_port or free_port()
         self.connections_seen = 0
+        self.faults = Faults()
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self._loop = asyncio.new_event_loop()
@@ -63,6 +81,14 @@ class TcpProxy:
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections_seen += 1
+        faults = self.faults
+        if faults.garbage is not None:
+            with contextlib.suppress(Exception):
+                await reader.read(65536)
+                writer.write(faults.garbage)
+                await writer.drain()
+            writer.transport.abort()
+            return
         try:
             up_reader, up_writer = await asyncio.open_connection(*self.target)
         except OSError:
@@ -77,5 +103,29 @@ class TcpProxy:
                     await dst.drain()
             dst.transport.abort()
 
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer), return_exceptions=True)
+        async def answer(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            """The dependency's answer, with the faults applied."""
+            sent = 0
+            first = True
+            limit = faults.stall_after_bytes if faults.stall_after_bytes is not None else faults.reset_after_bytes
+            with contextlib.suppress(Exception):
+                while data := await src.read(65536):
+                    if first and faults.first_byte_delay:
+                        await asyncio.sleep(faults.first_byte_delay)
+                    first = False
+                    limit = (
+                        faults.stall_after_bytes if faults.stall_after_bytes is not None else faults.reset_after_bytes
+                    )
+                    if limit is not None and sent + len(data) >= limit:
+                        dst.write(data[: max(limit - sent, 0)])
+                        await dst.drain()
+                        if faults.reset_after_bytes is not None:
+                            break
+                        await asyncio.sleep(3600)  # stalled: the connection stays open, silent
+                    dst.write(data)
+                    await dst.drain()
+                    sent += len(data)
+            dst.transport.abort()
+
+        await asyncio.gather(pipe(reader, up_writer), answer(up_reader, writer), return_exceptions=True)
         self._writers.difference_update((writer, up_writer))
