@@ -243,6 +243,9 @@ class BootstrapSettings(BaseSettings):
     bootstrap_admin_password: SecretStr | None = None
     allow_registration: bool = Field(True)
     shutdown_drain_seconds: float = Field(25.0, ge=0, le=3600)
+    # An agent run whose heartbeat (every ~2 s while it runs) is older than this at start-up
+    # has no live process driving it: it is ended as failed ("interrupted").
+    stale_run_seconds: float = Field(120.0, ge=10, le=86_400)
 
 
 class ToolsSettings(BaseSettings):

@@ -294,6 +294,15 @@ class RunRepository(Protocol):
         """
         ...
 
+    async def heartbeat(self, run_id: uuid.UUID, at: datetime) -> bool:
+        """Mark a ``running`` run as alive at `at`; False when it is no longer ``running``."""
+        ...
+
+    async def fail_stale(self, older_than: datetime, error: RunError, at: datetime) -> list[uuid.UUID]:
+        """End every ``running`` run whose last heartbeat is before `older_than` as ``failed``
+        with `error` (its driver died: a crash or a kill); returns their ids."""
+        ...
+
 
 class ToolExecutionRepository(Protocol):
     async def add(self, execution: ToolExecution) -> None: ...

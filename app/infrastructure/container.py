@@ -10,6 +10,7 @@ import httpx
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from app.application.agent.sweeper import SweepInterruptedRuns
 from app.application.health import CheckReadiness
 from app.application.identity.api_keys import GetApiKey, IssueApiKey, ListApiKeys, RevokeApiKey, UpdateApiKey
 from app.application.identity.auth import (
@@ -98,7 +99,16 @@ class Container:
                 log.warning("database_not_ready_at_startup", error=type(exc).__name__)
                 await asyncio.sleep(1.0)
         await self.identity.last_used_writer.start()
+        await self._sweep_interrupted_runs()
         await self._bootstrap_admin()
+
+    async def _sweep_interrupted_runs(self) -> None:
+        sweep = SweepInterruptedRuns(
+            self.unit_of_work, SystemClock(), stale_after_seconds=self.settings.bootstrap.stale_run_seconds
+        )
+        swept = await sweep()
+        if swept:
+            log.warning("agent_runs_interrupted", runs=[str(run_id) for run_id in swept])
 
     async def _bootstrap_admin(self) -> None:
         """BOOTSTRAP_ADMIN_EMAIL / _PASSWORD: create that admin if absent (every worker may try)."""

@@ -28,6 +28,7 @@ from app.domain.agent import (
     MessageRole,
     MessageStatus,
     Run,
+    RunError,
     RunRepository,
     RunStatus,
     RunUsage,
@@ -114,6 +115,19 @@ class InMemoryRuns:
             return False
         self.rows[run.id] = replace(run, pending_approvals=list(run.pending_approvals))
         return True
+
+    async def heartbeat(self, run_id: uuid.UUID, at: datetime) -> bool:
+        stored = self.rows.get(run_id)
+        if stored is None or stored.status is not RunStatus.RUNNING:
+            return False
+        stored.updated_at = at
+        return True
+
+    async def fail_stale(self, older_than: datetime, error: RunError, at: datetime) -> list[uuid.UUID]:
+        stale = [r for r in self.rows.values() if r.status is RunStatus.RUNNING and r.updated_at < older_than]
+        for run in stale:
+            run.status, run.error, run.updated_at, run.completed_at = RunStatus.FAILED, error, at, at
+        return [run.id for run in stale]
 
 
 class InMemoryToolExecutions:

@@ -267,7 +267,9 @@ class AgentLoop:
             ending.append(RunCompleted(stopped))
 
     async def _watch_status(self, run_id: uuid.UUID, cancel: asyncio.Event) -> None:
-        """Signal `cancel` once the stored run stops being ``running`` (cancelled elsewhere)."""
+        """The run's heartbeat: every tick, mark it alive; signal `cancel` once the stored run
+        stops being ``running`` (cancelled elsewhere). A run whose heartbeat stops (its process
+        died) is ended by `SweepInterruptedRuns` at the next start-up."""
         interval = self.limits.status_poll_seconds
         if interval <= 0:
             return
@@ -275,11 +277,12 @@ class AgentLoop:
             await asyncio.sleep(interval)
             try:
                 async with self._uow() as uow:
-                    stored = await uow.runs.get(run_id)
+                    alive = await uow.runs.heartbeat(run_id, self._clock.now())
+                    await uow.commit()
             except Exception:  # noqa: BLE001 - a database blip: try again at the next tick
                 log.warning("agent_run_status_poll_failed", extra={"run_id": str(run_id)})
                 continue
-            if stored is None or stored.status is not RunStatus.RUNNING:
+            if not alive:
                 cancel.set()
 
     def _limit_reached(self, run: Run) -> RunError | None:

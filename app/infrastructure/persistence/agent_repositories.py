@@ -259,6 +259,27 @@ class SqlAlchemyRunRepository:
         assert isinstance(result, CursorResult)
         return bool(result.rowcount == 1)
 
+    async def heartbeat(self, run_id: uuid.UUID, at: datetime) -> bool:
+        stmt = (
+            update(RunModel)
+            .where(RunModel.id == run_id, RunModel.status == RunStatus.RUNNING.value)
+            .values(updated_at=at)
+            .execution_options(synchronize_session=False)
+        )
+        result = await self._session.execute(stmt)
+        assert isinstance(result, CursorResult)
+        return bool(result.rowcount == 1)
+
+    async def fail_stale(self, older_than: datetime, error: RunError, at: datetime) -> list[uuid.UUID]:
+        stmt = (
+            update(RunModel)
+            .where(RunModel.status == RunStatus.RUNNING.value, RunModel.updated_at < older_than)
+            .values(status=RunStatus.FAILED.value, error=error.as_json(), updated_at=at, completed_at=at)
+            .returning(RunModel.id)
+            .execution_options(synchronize_session=False)
+        )
+        return list((await self._session.execute(stmt)).scalars())
+
 
 def _execution(row: ToolExecutionModel) -> ToolExecution:
     return ToolExecution(
