@@ -18,7 +18,7 @@ from litestar import Controller, MediaType, Request, Response, WebSocket, delete
 from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.exceptions import WebSocketDisconnect
-from litestar.params import JSONBody
+from litestar.params import FromPath, FromQuery, JSONBody
 from litestar.response import Stream
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -177,16 +177,19 @@ class ConversationsController(Controller):
         self,
         request: Request[Any, Any, Any],
         agent: NamedDependency[AgentServices],
-        status: str | None = None,
-        limit: int = 20,
-        cursor: str | None = None,
+        status: FromQuery[str | None] = None,
+        limit: FromQuery[int] = 20,
+        cursor: FromQuery[str | None] = None,
     ) -> dict[str, Any]:
         page = await agent.list_conversations(principal_of(request), status=status, limit=limit, cursor=cursor)
         return _page([conversation_json(c) for c in page.items], page.next_cursor)
 
     @get("/{conversation_id:uuid}", summary="One conversation")
     async def get_one(
-        self, request: Request[Any, Any, Any], conversation_id: uuid.UUID, agent: NamedDependency[AgentServices]
+        self,
+        request: Request[Any, Any, Any],
+        conversation_id: FromPath[uuid.UUID],
+        agent: NamedDependency[AgentServices],
     ) -> dict[str, Any]:
         return conversation_json(await agent.get_conversation(principal_of(request), conversation_id))
 
@@ -194,7 +197,7 @@ class ConversationsController(Controller):
     async def update(
         self,
         request: Request[Any, Any, Any],
-        conversation_id: uuid.UUID,
+        conversation_id: FromPath[uuid.UUID],
         data: JSONBody[UpdateConversationBody],
         agent: NamedDependency[AgentServices],
     ) -> dict[str, Any]:
@@ -210,7 +213,10 @@ class ConversationsController(Controller):
 
     @delete("/{conversation_id:uuid}", status_code=204, summary="Delete a conversation")
     async def remove(
-        self, request: Request[Any, Any, Any], conversation_id: uuid.UUID, agent: NamedDependency[AgentServices]
+        self,
+        request: Request[Any, Any, Any],
+        conversation_id: FromPath[uuid.UUID],
+        agent: NamedDependency[AgentServices],
     ) -> None:
         await agent.delete_conversation(principal_of(request), conversation_id)
 
@@ -218,10 +224,10 @@ class ConversationsController(Controller):
     async def list_messages(
         self,
         request: Request[Any, Any, Any],
-        conversation_id: uuid.UUID,
+        conversation_id: FromPath[uuid.UUID],
         agent: NamedDependency[AgentServices],
-        limit: int = 20,
-        cursor: str | None = None,
+        limit: FromQuery[int] = 20,
+        cursor: FromQuery[str | None] = None,
     ) -> dict[str, Any]:
         page = await agent.list_messages(principal_of(request), conversation_id, limit=limit, cursor=cursor)
         return _page([message_json(m) for m in page.items], page.next_cursor)
@@ -235,7 +241,7 @@ class ConversationsController(Controller):
         self,
         request: Request[Any, Any, Any],
         state: State,
-        conversation_id: uuid.UUID,
+        conversation_id: FromPath[uuid.UUID],
         data: JSONBody[PostMessageBody],
         agent: NamedDependency[AgentServices],
     ) -> Response[Any]:
@@ -253,7 +259,7 @@ class ConversationsController(Controller):
         self,
         request: Request[Any, Any, Any],
         state: State,
-        conversation_id: uuid.UUID,
+        conversation_id: FromPath[uuid.UUID],
         data: JSONBody[ApprovalsBody],
         agent: NamedDependency[AgentServices],
     ) -> Response[Any]:
@@ -262,13 +268,19 @@ class ConversationsController(Controller):
 
     @post("/{conversation_id:uuid}/cancel", status_code=200, summary="Stop the active run")
     async def cancel(
-        self, request: Request[Any, Any, Any], conversation_id: uuid.UUID, agent: NamedDependency[AgentServices]
+        self,
+        request: Request[Any, Any, Any],
+        conversation_id: FromPath[uuid.UUID],
+        agent: NamedDependency[AgentServices],
     ) -> dict[str, Any]:
         return run_json(await agent.cancel_run(principal_of(request), conversation_id))
 
     @websocket("/{conversation_id:uuid}/ws")
     async def socket(
-        self, socket: WebSocket[Any, Any, Any], conversation_id: uuid.UUID, agent: NamedDependency[AgentServices]
+        self,
+        socket: WebSocket[Any, Any, Any],
+        conversation_id: FromPath[uuid.UUID],
+        agent: NamedDependency[AgentServices],
     ) -> None:
         await ConversationSocket(socket, conversation_id, agent).serve()
 
@@ -282,9 +294,9 @@ class ToolExecutionsController(Controller):
         self,
         request: Request[Any, Any, Any],
         agent: NamedDependency[AgentServices],
-        conversation_id: uuid.UUID | None = None,
-        limit: int = 20,
-        cursor: str | None = None,
+        conversation_id: FromQuery[uuid.UUID | None] = None,
+        limit: FromQuery[int] = 20,
+        cursor: FromQuery[str | None] = None,
     ) -> dict[str, Any]:
         page = await agent.list_tool_executions(
             principal_of(request), conversation_id=conversation_id, limit=limit, cursor=cursor
@@ -319,7 +331,9 @@ class ConversationSocket:
     client going away cancels the run it is streaming (what was produced is stored).
     """
 
-    def __init__(self, socket: WebSocket[Any, Any, Any], conversation_id: uuid.UUID, agent: AgentServices) -> None:
+    def __init__(
+        self, socket: WebSocket[Any, Any, Any], conversation_id: FromPath[uuid.UUID], agent: AgentServices
+    ) -> None:
         self._socket = socket
         self._conversation_id = conversation_id
         self._agent = agent
