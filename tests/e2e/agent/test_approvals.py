@@ -46,11 +46,13 @@ def test_approval_after_a_restart_runs_the_stored_call_exactly_once(agent_server
     run = events[-2]["data"]
     assert run["status"] == "requires_approval"
     [pending] = run["pending_approvals"]
-    assert pending["name"] == "http_get" and pending["arguments"] == {"url": agent_server.page_url}
+    assert pending["name"] == "http_get"
+    assert pending["arguments"] == {"url": agent_server.page_url}
     assert events[-3]["data"]["approvals"] == [pending]
     with agent_server.http() as http:
         busy = http.post(f"/v1/conversations/{conversation}/messages", json={"content": "again"})
-        assert busy.status_code == 409 and busy.json()["error"]["code"] == "run_in_progress"
+        assert busy.status_code == 409
+        assert busy.json()["error"]["code"] == "run_in_progress"
 
     agent_server.restart()  # a new process' worth of state: only the database remembers
     assert agent_server.listener.accepted == 0
@@ -63,9 +65,11 @@ def test_approval_after_a_restart_runs_the_stored_call_exactly_once(agent_server
         assert resumed.status_code == 200, resumed.text
         events = parse_sse(resumed.text)
         types = [e["event"] for e in events]
-        assert types[0] == "run.started" and types[-2:] == ["run.completed", "done"]
+        assert types[0] == "run.started"
+        assert types[-2:] == ["run.completed", "done"]
         result = next(e["data"] for e in events if e["event"] == "tool.result")
-        assert result["status"] == "success" and result["tool_call_id"] == pending["tool_call_id"]
+        assert result["status"] == "success"
+        assert result["tool_call_id"] == pending["tool_call_id"]
         assert events[-2]["data"]["status"] == "completed"
 
         assert [path for path, _ in agent_server.listener.requests] == [PAGE]  # exactly once
@@ -82,7 +86,8 @@ def test_approval_after_a_restart_runs_the_stored_call_exactly_once(agent_server
             f"/v1/conversations/{conversation}/approvals",
             json={"decisions": [{"tool_call_id": pending["tool_call_id"], "approve": True}]},
         )
-        assert again.status_code == 409 and again.json()["error"]["code"] == "not_pending_approval"
+        assert again.status_code == 409
+        assert again.json()["error"]["code"] == "not_pending_approval"
     assert agent_server.listener.accepted == 1
 
 

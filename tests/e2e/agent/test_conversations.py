@@ -36,7 +36,8 @@ def test_crud_pagination_and_ownership(agent_server: AgentServer) -> None:
         active = http.get("/v1/conversations", params={"status": "active"}).json()["data"]
         assert ids[0] not in [c["id"] for c in active]
         one = http.get(f"/v1/conversations/{ids[1]}").json()
-        assert one["title"] == "chat 1" and one["metadata"] == {"n": 1}
+        assert one["title"] == "chat 1"
+        assert one["metadata"] == {"n": 1}
 
         # Someone else's conversation is as absent as a missing one.
         for method, path, body in (
@@ -56,7 +57,8 @@ def test_crud_pagination_and_ownership(agent_server: AgentServer) -> None:
         assert http.delete(f"/v1/conversations/{ids[1]}").status_code == 204
         assert http.get(f"/v1/conversations/{ids[1]}").status_code == 404
         bad = http.get("/v1/conversations", params={"limit": 101})
-        assert bad.status_code == 400 and bad.json()["error"]["param"] == "limit"
+        assert bad.status_code == 400
+        assert bad.json()["error"]["param"] == "limit"
     anonymous = httpx.get(f"{agent_server.base_url}/v1/conversations")
     assert anonymous.status_code == 401
 
@@ -75,7 +77,8 @@ def test_a_message_runs_the_calculator_and_streams_events_in_order(agent_server:
     events = _sse(agent_server, f"/v1/conversations/{conversation}/messages", {"content": "what is 6 * 7?"})
 
     ids = [e["id"] for e in events]
-    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    assert ids == sorted(ids)
+    assert len(set(ids)) == len(ids)
     types = [e["event"] for e in events]
     assert types[0] == "run.started"
     assert types[-2:] == ["run.completed", "done"]
@@ -93,7 +96,8 @@ def test_a_message_runs_the_calculator_and_streams_events_in_order(agent_server:
     deltas = "".join(e["data"]["delta"] for e in events if e["event"] == "message.delta")
     assert deltas == "The answer is 42."
     run = events[-2]["data"]
-    assert run["status"] == "completed" and run["iterations"] == 2
+    assert run["status"] == "completed"
+    assert run["iterations"] == 2
     assert run["usage"]["total_tokens"] > 0
 
     # The model got the tool's result in its second call, as a tool message answering its call.
@@ -143,17 +147,21 @@ def test_websocket_message_and_errors(agent_server: AgentServer) -> None:
     with connect(f"{url}?token={agent_server.keys['all']}", open_timeout=5) as ws:
         ws.send("not json")
         error = json.loads(ws.recv(timeout=5))
-        assert error["type"] == "error" and error["error"]["type"] == "invalid_request_error"
+        assert error["type"] == "error"
+        assert error["error"]["type"] == "invalid_request_error"
         ws.send(json.dumps({"type": "message", "content": "what is 6 * 7?"}))
         received: list[dict[str, Any]] = []
         while not received or received[-1]["type"] != "done":
             received.append(json.loads(ws.recv(timeout=5)))
         types = [m["type"] for m in received]
-        assert types[0] == "run.started" and types[-2:] == ["run.completed", "done"]
-        assert "tool.call" in types and "tool.result" in types
+        assert types[0] == "run.started"
+        assert types[-2:] == ["run.completed", "done"]
+        assert "tool.call" in types
+        assert "tool.result" in types
         assert received[-2]["status"] == "completed"
         final = [m for m in received if m["type"] == "message.completed"][-1]
-        assert final["role"] == "assistant" and final["content"] == "The answer is 42."
+        assert final["role"] == "assistant"
+        assert final["content"] == "The answer is 42."
         # Nothing waits for approval here: refused in-band, the socket stays usable.
         ws.send(json.dumps({"type": "approval", "decisions": [{"tool_call_id": "x", "approve": True}]}))
         refused = json.loads(ws.recv(timeout=5))
@@ -161,15 +169,18 @@ def test_websocket_message_and_errors(agent_server: AgentServer) -> None:
     # Header auth works too; someone else's conversation is refused.
     with connect(url, additional_headers=agent_server.headers("other"), open_timeout=5) as ws:
         refused = json.loads(ws.recv(timeout=5))
-        assert refused["type"] == "error" and refused["error"]["type"] == "not_found_error"
+        assert refused["type"] == "error"
+        assert refused["error"]["type"] == "not_found_error"
 
 
 def test_tools_api_executions_are_recorded(agent_server: AgentServer) -> None:
     with agent_server.http() as http:
         ok = http.post("/v1/tools/execute", json={"name": "calculator", "arguments": {"expression": "1 + 2"}})
-        assert ok.status_code == 200 and ok.json()["output"]["result"] == 3
+        assert ok.status_code == 200
+        assert ok.json()["output"]["result"] == 3
         gated = http.post("/v1/tools/execute", json={"name": "http_get", "arguments": {"url": agent_server.page_url}})
-        assert gated.status_code == 403 and gated.json()["error"]["code"] == "approval_required"
+        assert gated.status_code == 403
+        assert gated.json()["error"]["code"] == "approval_required"
         page = http.get("/v1/tool-executions", params={"limit": 1}).json()
         assert [(e["name"], e["status"], e["error_code"]) for e in page["data"]] == [
             ("http_get", "error", "approval_required")

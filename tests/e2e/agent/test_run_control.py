@@ -82,11 +82,13 @@ def test_a_client_disconnect_cancels_the_run(agent_server: AgentServer) -> None:
     assert agent_server.upstream.wait_for(lambda: agent_server.upstream.disconnects >= 1)
     assert wait_until(lambda: len(_messages(agent_server, conversation)) == 2)
     assistant = _messages(agent_server, conversation)[1]
-    assert assistant["status"] == "incomplete" and assistant["content"].startswith("w0")
+    assert assistant["status"] == "incomplete"
+    assert assistant["content"].startswith("w0")
     agent_server.script(UpstreamScript(words=["again"]))
     with agent_server.http() as http:  # the conversation is free again
         again = http.post(f"/v1/conversations/{conversation}/messages", json={"content": "hello"})
-    assert again.status_code == 200 and again.json()["run"]["status"] == "completed"
+    assert again.status_code == 200
+    assert again.json()["run"]["status"] == "completed"
 
 
 def test_websocket_cancel_and_disconnect(agent_server: AgentServer) -> None:
@@ -101,7 +103,8 @@ def test_websocket_cancel_and_disconnect(agent_server: AgentServer) -> None:
         received = [json.loads(ws.recv(timeout=5))]
         while received[-1]["type"] != "done":
             received.append(json.loads(ws.recv(timeout=5)))
-        assert received[-2]["type"] == "run.completed" and received[-2]["status"] == "cancelled"
+        assert received[-2]["type"] == "run.completed"
+        assert received[-2]["status"] == "cancelled"
         ws.send(json.dumps({"type": "message", "content": "talk again"}))
         while json.loads(ws.recv(timeout=5))["type"] != "message.delta":
             pass
@@ -144,8 +147,10 @@ def test_the_iteration_cap_ends_the_run(agent_server: AgentServer) -> None:
         )
         assert response.status_code == 200, response.text
         too_many = http.post(f"/v1/conversations/{conversation}/messages", json={"content": "x", "max_iterations": 99})
-        assert too_many.status_code == 400 and too_many.json()["error"]["param"] == "max_iterations"
+        assert too_many.status_code == 400
+        assert too_many.json()["error"]["param"] == "max_iterations"
     run = response.json()["run"]
-    assert run["status"] == "failed" and run["iterations"] == 2
+    assert run["status"] == "failed"
+    assert run["iterations"] == 2
     assert run["error"]["code"] == "max_iterations_reached"
     assert agent_server.upstream.request_count == 2

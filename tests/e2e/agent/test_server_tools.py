@@ -25,16 +25,20 @@ def test_non_streaming(agent_server: AgentServer) -> None:
         messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "6 * 7?"}],
         tools=CALCULATOR,
     )
-    assert completion.object == "chat.completion" and completion.id.startswith("chatcmpl-")
+    assert completion.object == "chat.completion"
+    assert completion.id.startswith("chatcmpl-")
     assert completion.model == MODEL
     [choice] = completion.choices
-    assert choice.message.content == "The answer is 42." and choice.finish_reason == "stop"
+    assert choice.message.content == "The answer is 42."
+    assert choice.finish_reason == "stop"
     assert choice.message.tool_calls is None
-    assert completion.usage is not None and completion.usage.total_tokens > 0
+    assert completion.usage is not None
+    assert completion.usage.total_tokens > 0
     first, second = (r.body for r in agent_server.upstream.requests)
     # The gateway filled in the schema, offered only the named tool, and ran it itself.
     [offered] = first["tools"]
-    assert offered["function"]["name"] == "calculator" and offered["function"]["parameters"]["type"] == "object"
+    assert offered["function"]["name"] == "calculator"
+    assert offered["function"]["parameters"]["type"] == "object"
     assert first["messages"][0] == {"role": "system", "content": "Be brief."}
     tool = [m for m in second["messages"] if m["role"] == "tool"]
     assert json.loads(tool[0]["content"])["result"] == 42
@@ -56,7 +60,9 @@ def test_streaming(agent_server: AgentServer) -> None:
     assert content == "The answer is 42."
     finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
     assert finishes == ["stop"]
-    assert chunks[-1].choices == [] and chunks[-1].usage is not None and chunks[-1].usage.total_tokens > 0
+    assert chunks[-1].choices == []
+    assert chunks[-1].usage is not None
+    assert chunks[-1].usage.total_tokens > 0
 
 
 def test_a_call_for_a_tool_not_named_is_not_run(agent_server: AgentServer) -> None:
@@ -88,7 +94,8 @@ def test_refusals(agent_server: AgentServer) -> None:
     mixed = [*CALCULATOR, {"type": "function", "function": {"name": "mine", "parameters": {"type": "object"}}}]
     with httpx.Client(base_url=agent_server.base_url, headers=agent_server.headers()) as http:
         refused = http.post("/v1/chat/completions", json={"model": MODEL, "messages": messages, "tools": mixed})
-    assert refused.status_code == 400 and refused.json()["error"]["param"] == "tools"
+    assert refused.status_code == 400
+    assert refused.json()["error"]["param"] == "tools"
     with pytest.raises(openai.NotFoundError):
         agent_server.openai().chat.completions.create(model="no-such-model", messages=messages, tools=CALCULATOR)
     assert agent_server.upstream.request_count == 0
