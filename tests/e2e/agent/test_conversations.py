@@ -7,6 +7,8 @@ import json
 from typing import Any
 
 import httpx
+import pytest
+from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 from tests.e2e.agent.conftest import AgentServer, parse_sse
@@ -166,6 +168,11 @@ def test_websocket_message_and_errors(agent_server: AgentServer) -> None:
         ws.send(json.dumps({"type": "approval", "decisions": [{"tool_call_id": "x", "approve": True}]}))
         refused = json.loads(ws.recv(timeout=5))
         assert refused["error"]["code"] == "not_pending_approval"
+    # Without a valid credential the handshake itself is refused.
+    for bad in (url, f"{url}?token=sk-not-a-key"):
+        with pytest.raises(InvalidStatus) as refused_handshake:
+            connect(bad, open_timeout=5)
+        assert refused_handshake.value.response.status_code == 403
     # Header auth works too; someone else's conversation is refused.
     with connect(url, additional_headers=agent_server.headers("other"), open_timeout=5) as ws:
         refused = json.loads(ws.recv(timeout=5))
