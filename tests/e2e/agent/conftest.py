@@ -143,7 +143,13 @@ def models_file(path: Path, upstream: FakeUpstream) -> Path:
     path.write_text(
         yaml.safe_dump(
             {
-                "upstreams": {"fake": {"base_url": upstream.base_url, "api_key": UPSTREAM_KEY}},
+                "upstreams": {
+                    "fake": {
+                        "base_url": upstream.base_url,
+                        "api_key": UPSTREAM_KEY,
+                        "timeouts": {"backoff_base": 0.01, "backoff_max": 0.05},
+                    }
+                },
                 "models": [{"id": MODEL, "upstream": "fake"}],
             }
         )

@@ -203,3 +203,22 @@ def test_tools_api_executions_are_recorded(agent_server: AgentServer) -> None:
         statuses = [e["status"] for e in http.get("/v1/tool-executions").json()["data"]]
         assert statuses[0] == "not_permitted"
     assert agent_server.listener.accepted == 0
+
+
+def test_idle_streams_get_pings_and_upstream_failures_are_error_events(agent_server: AgentServer) -> None:
+    # The model takes a while to answer: the event stream sends ": ping" meanwhile (0.2 s in tests).
+    agent_server.script(UpstreamScript(words=["late"], first_byte_delay=0.7))
+    conversation = agent_server.new_conversation()
+    with agent_server.http() as http:
+        response = http.post(f"/v1/conversations/{conversation}/messages", json={"content": "hi", "stream": True})
+    assert ": ping" in response.text
+    assert [e["event"] for e in parse_sse(response.text)][-2:] == ["run.completed", "done"]
+
+    agent_server.script(UpstreamScript(status=500), UpstreamScript(status=500), UpstreamScript(status=500))
+    events = _sse(agent_server, f"/v1/conversations/{conversation}/messages", {"content": "again"})
+    assert [e["event"] for e in events] == ["run.started", "error", "run.completed", "done"]
+    error = events[1]["data"]["error"]
+    assert error["type"] == "upstream_error"
+    assert "sk-upstream" not in json.dumps(events)
+    assert events[2]["data"]["status"] == "failed"
+    assert events[2]["data"]["error"]["code"] == "upstream_error"

@@ -99,3 +99,17 @@ def test_refusals(agent_server: AgentServer) -> None:
     with pytest.raises(openai.NotFoundError):
         agent_server.openai().chat.completions.create(model="no-such-model", messages=messages, tools=CALCULATOR)
     assert agent_server.upstream.request_count == 0
+
+
+def test_an_upstream_failure_before_anything_streamed_is_an_http_error(agent_server: AgentServer) -> None:
+    agent_server.script(default=UpstreamScript(status=500))
+    with pytest.raises(openai.InternalServerError) as caught:
+        agent_server.openai().chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "hi"}], tools=CALCULATOR, stream=True
+        )
+    assert caught.value.status_code == 502
+    with pytest.raises(openai.InternalServerError) as caught:
+        agent_server.openai().chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "hi"}], tools=CALCULATOR
+        )
+    assert caught.value.status_code == 502
