@@ -7,13 +7,17 @@ the tool registry's `http_get` may reach a loopback listener under the name ``pu
 the fake upstream (a real HTTP server in its own thread) scripted per test. Callers are real:
 two users registered through the API, API keys issued by the bootstrap admin.
 
-`restart()` stops the server and starts a new one (new container, new loop, nothing kept in
-memory) on the same database and Redis: what a process restart leaves.
+`restart()` stops the server and starts the same app in a new OS process (uvicorn, factory
+`tests.support.agent_app:create_app`, settings from the environment) on the same database
+and Redis: nothing of the first server's memory survives.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -26,17 +30,16 @@ import openai
 import pytest
 import yaml
 
-from app.application.tools import ToolRegistry
 from app.config import AgentSettings, LLMSettings, Settings
-from app.infrastructure.tools.calculator import CalculatorTool
-from app.infrastructure.tools.current_time import CurrentTimeTool
-from app.infrastructure.tools.http_get import HttpGetTool
+from app.infrastructure.persistence.embedded import free_port
 from tests.conftest import make_settings
+from tests.support.agent_app import tool_registry
 from tests.support.fake_upstream import FakeUpstream, UpstreamScript
 from tests.support.http_listener import CountingHTTPServer, reply
 from tests.support.identity import ADMIN_EMAIL, ADMIN_PASSWORD, PASSWORD, new_email, with_admin
 from tests.support.threaded_server import ThreadedServer
 
+ROOT = Path(__file__).resolve().parents[3]
 UPSTREAM_KEY = "sk-upstream-agent-secret"
 MODEL = "fake-model"
 PAGE = "/page"
@@ -52,22 +55,6 @@ KEYS: dict[str, tuple[str, dict[str, Any]]] = {
     "no-tools": ("main", {"allowed_tools": []}),
     "other": ("other", {}),
 }
-
-
-async def _loopback_resolver(host: str, port: int) -> list[str]:
-    if host == "public.test":
-        return ["127.0.0.1"]
-    raise OSError(f"unknown host {host}")
-
-
-def tool_registry() -> ToolRegistry:
-    return ToolRegistry(
-        [
-            CalculatorTool(),
-            CurrentTimeTool(),
-            HttpGetTool(timeout_seconds=3.0, resolver=_loopback_resolver, loopback_hosts_for_tests=["public.test"]),
-        ]
-    )
 
 
 def parse_sse(text: str) -> list[dict[str, Any]]:
@@ -94,12 +81,10 @@ class AgentServer:
     upstream: FakeUpstream
     listener: CountingHTTPServer
     server: ThreadedServer
+    base_url: str = ""
     user_id: uuid.UUID = field(default_factory=uuid.uuid4)
     keys: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def base_url(self) -> str:
-        return self.server.base_url
+    process: subprocess.Popen[bytes] | None = None
 
     @property
     def page_url(self) -> str:
@@ -124,10 +109,16 @@ class AgentServer:
         assert response.status_code == 201, response.text
         return str(response.json()["id"])
 
-    def restart(self) -> None:
-        """Stop this server and start a new one on the same database (nothing kept in memory)."""
+    def restart(self, log_path: Path) -> None:
+        """Stop this server; start the app in a new process on the same database and Redis."""
         self.server.stop()
-        self.server = start_server(self.settings)
+        self.process, self.base_url = start_process(self.settings, log_path)
+
+    def stop(self) -> None:
+        self.server.stop()
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=15)
 
 
 def start_server(settings: Settings) -> ThreadedServer:
@@ -137,6 +128,57 @@ def start_server(settings: Settings) -> ThreadedServer:
     server = ThreadedServer(build_http_app(build_container(settings, tools=tool_registry())))
     server.start()
     return server
+
+
+def _environment(settings: Settings) -> dict[str, str]:
+    """The settings of the tests' server as the environment of a server process."""
+
+    def secret(value: Any) -> str:
+        return str(value.get_secret_value())
+
+    agent, llm = settings.agent, settings.llm
+    return {
+        "PATH": os.environ.get("PATH", ""),
+        "PYTHONPATH": str(ROOT),
+        "APP_ENV": "test",
+        "DATABASE_URL": secret(settings.database.url),
+        "DATABASE_AUTO_MIGRATE": "false",
+        "REDIS_URL": secret(settings.redis.url),
+        "REDIS_KEY_PREFIX": settings.redis.key_prefix,
+        "JWT_SECRET": secret(settings.security.jwt_secret),
+        "API_KEY_PEPPER": secret(settings.security.api_key_pepper),
+        "MODELS_CONFIG": str(llm.models_config),
+        "LLM_HEARTBEAT_SECONDS": str(llm.llm_heartbeat_seconds),
+        "USAGE_FLUSH_INTERVAL_MS": str(llm.usage_flush_interval_ms),
+        "AGENT_DEFAULT_MODEL": str(agent.default_model),
+        "AGENT_HEARTBEAT_SECONDS": str(agent.heartbeat_seconds),
+        "AGENT_STATUS_POLL_SECONDS": str(agent.status_poll_seconds),
+        "TOOLS_PLUGINS_ENABLED": "false",
+        "LOG_LEVEL": "WARNING",
+        "LOG_FORMAT": "json",
+    }
+
+
+def start_process(settings: Settings, log_path: Path) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    command = [sys.executable, "-m", "uvicorn", "--factory", "tests.support.agent_app:create_app"]
+    command += ["--host", "127.0.0.1", "--port", str(port), "--no-access-log"]
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(
+            command, env=_environment(settings), cwd=ROOT, stdout=log_file, stderr=subprocess.STDOUT
+        )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                return process, base
+        except httpx.HTTPError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            pytest.fail("the server process did not start:\n" + log_path.read_text())
+        time.sleep(0.1)
 
 
 def models_file(path: Path, upstream: FakeUpstream) -> Path:
@@ -205,12 +247,12 @@ def agent_server(
         )
     )
     server = start_server(settings)
-    env = AgentServer(settings, agent_upstream, listener, server)
+    env = AgentServer(settings, agent_upstream, listener, server, server.base_url)
     try:
         env.user_id, env.keys = _issue_keys(server.base_url)
         yield env
     finally:
-        env.server.stop()
+        env.stop()
         listener.stop()
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -35,7 +36,7 @@ def _stop_for_approval(agent_server: AgentServer, *after: UpstreamScript) -> tup
     return conversation, run
 
 
-def test_approval_after_a_restart_runs_the_stored_call_exactly_once(agent_server: AgentServer) -> None:
+def test_approval_after_a_restart_runs_the_stored_call_exactly_once(agent_server: AgentServer, tmp_path: Path) -> None:
     agent_server.script(_fetch(agent_server.page_url), ANSWER)
     conversation = agent_server.new_conversation()
     with agent_server.http() as http:
@@ -54,7 +55,7 @@ def test_approval_after_a_restart_runs_the_stored_call_exactly_once(agent_server
         assert busy.status_code == 409
         assert busy.json()["error"]["code"] == "run_in_progress"
 
-    agent_server.restart()  # a new process' worth of state: only the database remembers
+    agent_server.restart(tmp_path / "server.log")  # a new process: only the database remembers
     assert agent_server.listener.accepted == 0
 
     with agent_server.http() as http:
