@@ -13,12 +13,14 @@ from app.application.agent.events import ErrorEvent, RunStarted
 from app.application.llm.types import ModelInfo
 from app.application.tools import ExecuteTool, ToolOutput, ToolRegistry
 from app.config import AgentSettings
-from app.domain.agent import ToolExecutionStatus
+from app.domain.agent import RunStatus, ToolExecutionStatus
 from app.domain.errors import RateLimited
 from app.infrastructure.agent.adapters import PersistentToolExecutionRecorder, RegistryToolRunner
 from app.infrastructure.agent.services import agent_limits
-from app.infrastructure.http.agent_stream import encode_sse, event_data, ws_message
-from tests.unit.agent_harness import make_principal
+from app.infrastructure.http.agent_stream import SseRendering, encode_sse, event_data, ws_message
+from app.infrastructure.observability.metrics import Metrics
+from tests.fakes_agent import ScriptedModel, text_turn
+from tests.unit.agent_harness import build_agent, make_principal
 
 SCHEMA = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"], "additionalProperties": False}
 
@@ -117,3 +119,20 @@ def test_sse_and_websocket_encoding() -> None:
     internal = event_data(ErrorEvent(run_id, None))
     assert internal["error"]["type"] == "server_error"
     assert internal["error"]["code"] == "internal_error"
+
+
+async def test_an_sse_response_that_never_started_still_ends_its_run() -> None:
+    agent = build_agent(ScriptedModel(text_turn("hi")))
+    principal = make_principal()
+    conversation = await agent.conversation(principal)
+    stream = await agent.post(principal, conversation.id, "hello")
+    await SseRendering(stream, 15.0, Metrics()).close_if_unread()  # the client left before the first byte
+    assert (await agent.uow.runs.get(stream.run.id)).status is RunStatus.CANCELLED  # type: ignore[union-attr]
+    assert agent.model.calls == []
+
+    stream = await agent.post(principal, conversation.id, "again")  # the conversation is free
+    rendering = SseRendering(stream, 15.0, Metrics())
+    body = b"".join([chunk async for chunk in rendering.events()])
+    await rendering.close_if_unread()  # read to the end: nothing to do
+    assert body.endswith(b"event: done\ndata: [DONE]\n\n")
+    assert (await agent.uow.runs.get(stream.run.id)).status is RunStatus.COMPLETED  # type: ignore[union-attr]

@@ -70,24 +70,41 @@ class _Events:
         await self._stream.aclose()
 
 
-async def sse_events(stream: RunStream, heartbeat_seconds: float, metrics: Metrics) -> AsyncIterator[bytes]:
-    """The agent event stream of one run. A client disconnect cancels the response task: the
-    pending read is cancelled and the run's events closed (the loop stores what was produced
-    and ends the run ``cancelled``)."""
-    seq = 0
-    metrics.active_streams.inc()
-    try:
-        async for item in with_heartbeat(_Events(stream), heartbeat_seconds):
-            if item is HEARTBEAT:
-                yield PING
-                continue
-            event: AgentEvent = item  # type: ignore[assignment]
-            seq += 1
-            yield encode_sse(seq, event.type, event_data(event))
-    finally:
-        metrics.active_streams.dec()
-    seq += 1
-    yield encode_sse(seq, DONE_TYPE, "[DONE]")
+class SseRendering:
+    """The agent event stream of one run, as SSE bytes (`events()`).
+
+    A client disconnect cancels the response task: the pending read is cancelled and the
+    run's events closed in a task of their own (the loop stores what was produced and ends
+    the run ``cancelled``). `close_if_unread` (run after the response) ends the run when the
+    response never started to read it (the client left before the first byte).
+    """
+
+    def __init__(self, stream: RunStream, heartbeat_seconds: float, metrics: Metrics) -> None:
+        self._stream = stream
+        self._heartbeat = heartbeat_seconds
+        self._metrics = metrics
+        self._started = False
+
+    async def events(self) -> AsyncIterator[bytes]:
+        self._started = True
+        seq = 0
+        self._metrics.active_streams.inc()
+        try:
+            async for item in with_heartbeat(_Events(self._stream), self._heartbeat):
+                if item is HEARTBEAT:
+                    yield PING
+                    continue
+                event: AgentEvent = item  # type: ignore[assignment]
+                seq += 1
+                yield encode_sse(seq, event.type, event_data(event))
+        finally:
+            self._metrics.active_streams.dec()
+        seq += 1
+        yield encode_sse(seq, DONE_TYPE, "[DONE]")
+
+    async def close_if_unread(self) -> None:
+        if not self._started:
+            await self._stream.aclose()
 
 
 async def unless_disconnected(request: Request[Any, Any, Any], work: Coroutine[Any, Any, T]) -> T | None:

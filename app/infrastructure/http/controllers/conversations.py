@@ -15,6 +15,7 @@ import uuid
 from typing import Any
 
 from litestar import Controller, MediaType, Request, Response, WebSocket, delete, get, patch, post, websocket
+from litestar.background_tasks import BackgroundTask
 from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.exceptions import WebSocketDisconnect
@@ -27,7 +28,7 @@ from app.application.agent.runs import ApprovalDecision, RunResult, RunStream
 from app.domain.agent import Conversation, ToolExecution
 from app.domain.errors import DomainError, InvalidInput
 from app.infrastructure.agent.services import AgentServices
-from app.infrastructure.http.agent_stream import DONE_TYPE, sse_events, unless_disconnected, ws_message
+from app.infrastructure.http.agent_stream import DONE_TYPE, SseRendering, unless_disconnected, ws_message
 from app.infrastructure.http.auth import principal_of
 from app.infrastructure.http.errors import error_body, status_for
 from app.infrastructure.http.sse import SSE_HEADERS
@@ -130,10 +131,12 @@ async def _answer(request: Request[Any, Any, Any], state: State, stream: RunStre
     """The run's events as the agent SSE stream, or read to the end as ``{run, messages}``."""
     agent: AgentServices = state.container.agent
     if streaming:
+        rendering = SseRendering(stream, agent.heartbeat_seconds, state.metrics)
         return Stream(
-            sse_events(stream, agent.heartbeat_seconds, state.metrics),
+            rendering.events(),
             media_type="text/event-stream",
             headers=SSE_HEADERS,
+            background=BackgroundTask(rendering.close_if_unread),
         )
     result = await unless_disconnected(request, stream.collect())
     if result is None:
