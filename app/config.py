@@ -287,8 +287,9 @@ class AgentSettings(BaseSettings):
     max_tokens_per_turn: int | None = Field(None, ge=1)
     # A ": ping" comment on an agent event stream idle this long.
     heartbeat_seconds: float = Field(15.0, gt=0, le=300)
-    # How often a run re-reads its status (a cancellation from another process); 0 = never.
-    status_poll_seconds: float = Field(2.0, ge=0, le=60)
+    # How often a running run re-reads its status (a cancellation from another process). Kept
+    # well below any "run looks dead" threshold: on main this poll is also the run's heartbeat.
+    status_poll_seconds: float = Field(2.0, gt=0, le=30)
 
     @model_validator(mode="after")
     def _check_limits(self) -> AgentSettings:
