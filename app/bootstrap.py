@@ -13,12 +13,14 @@ from redis.asyncio import Redis
 from app.application.health import CheckReadiness
 from app.application.ports import DependencyProbe
 from app.application.ratelimit import AuthLimitDefaults, CallerLimitDefaults, FailurePolicy, parse_trusted_proxies
+from app.application.tools import ToolRegistry
 from app.config import RateLimitSettings, Settings, load_settings
+from app.infrastructure.agent.services import build_agent_services
 from app.infrastructure.container import Container, build_identity
 from app.infrastructure.http.app import build_http_app
 from app.infrastructure.llm.openai_client import OpenAICompatibleClient, UpstreamPolicy
 from app.infrastructure.llm.routing import ModelRoutingProbe, StaticModelCatalog, build_catalog
-from app.infrastructure.llm.usage_recorder import BatchingUsageRecorder
+from app.infrastructure.llm.usage_recorder import BatchingUsageRecorder, MeteredUsageRecorder
 from app.infrastructure.observability.logging import configure_logging
 from app.infrastructure.observability.metrics import Metrics
 from app.infrastructure.observability.runtime import RuntimeMetrics
@@ -36,7 +38,9 @@ class MissingDatabaseUrl(RuntimeError):
     pass
 
 
-def build_container(settings: Settings) -> Container:
+def build_container(settings: Settings, *, tools: ToolRegistry | None = None) -> Container:
+    """`tools` replaces the registry built from settings (tests use it for test-only tool
+    construction, e.g. `http_get` with a loopback allowance no setting can give)."""
     if settings.database.url is None:
         raise MissingDatabaseUrl(
             "DATABASE_URL is not set: start with `make run` / `agent-api serve` (which start the embedded"
@@ -58,6 +62,15 @@ def build_container(settings: Settings) -> Container:
     catalog = build_model_catalog(settings, metrics)
     probes.append(ModelRoutingProbe(catalog))
     readiness = CheckReadiness(probes)
+    registry = tools if tools is not None else build_tool_registry(settings.tools)
+    usage_recorder = BatchingUsageRecorder(
+        session_factory,
+        batch_size=llm.usage_batch_size,
+        flush_interval=llm.usage_flush_interval_ms / 1000,
+        max_queue=llm.usage_queue_size,
+        on_dropped=metrics.usage_records_dropped.inc,
+        on_written=metrics.usage_records_written.inc,
+    )
     return Container(
         settings=settings,
         engine=engine,
@@ -68,18 +81,18 @@ def build_container(settings: Settings) -> Container:
         readiness=readiness,
         drain=Drain(readiness, settings.bootstrap.shutdown_drain_seconds),
         runtime_metrics=RuntimeMetrics(metrics.registry),
-        tools=build_tool_registry(settings.tools),
+        tools=registry,
         identity=build_identity(settings, lambda: SqlAlchemyUnitOfWork(session_factory), redis, metrics),
         model_catalog=catalog,
-        usage_recorder=BatchingUsageRecorder(
-            session_factory,
-            batch_size=llm.usage_batch_size,
-            flush_interval=llm.usage_flush_interval_ms / 1000,
-            max_queue=llm.usage_queue_size,
-            on_dropped=metrics.usage_records_dropped.inc,
-            on_written=metrics.usage_records_written.inc,
-        ),
+        usage_recorder=usage_recorder,
         rate_limits=rate_limits,
+        agent=build_agent_services(
+            settings.agent,
+            lambda: SqlAlchemyUnitOfWork(session_factory),
+            catalog,
+            MeteredUsageRecorder(usage_recorder, metrics),
+            registry,
+        ),
     )
 
 

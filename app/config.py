@@ -270,6 +270,37 @@ class ToolsSettings(BaseSettings):
     batch_concurrency: int = Field(4, ge=1, le=16)
 
 
+class AgentSettings(BaseSettings):
+    """The agent loop's bounds and its event streams (conversations and server tools)."""
+
+    model_config = _config("AGENT_")
+
+    # Model for a conversation that names none (and a message that names none); unset = the
+    # first model of the routing configuration.
+    default_model: str | None = None
+    # Model calls per run unless the request says otherwise (`max_iterations`), and the most a
+    # request may ask for.
+    max_iterations: int = Field(8, ge=1, le=100)
+    max_iterations_limit: int = Field(32, ge=1, le=100)
+    # Outer bound on one tool run (each tool has its own, usually shorter, limit).
+    tool_timeout_seconds: float = Field(120.0, gt=0, le=3600)
+    # Tokens (prompt + completion over every model call) one run may spend; unset = unlimited.
+    token_budget: int | None = Field(None, ge=1)
+    # max_tokens of each model call; unset = the upstream's (or the model's cap).
+    max_tokens_per_turn: int | None = Field(None, ge=1)
+    # A ": ping" comment on an agent event stream idle this long.
+    heartbeat_seconds: float = Field(15.0, gt=0, le=300)
+    # How often a running run re-reads its status (a cancellation from another process). Kept
+    # well below any "run looks dead" threshold: on main this poll is also the run's heartbeat.
+    status_poll_seconds: float = Field(2.0, gt=0, le=30)
+
+    @model_validator(mode="after")
+    def _check_limits(self) -> AgentSettings:
+        if self.max_iterations > self.max_iterations_limit:
+            raise ValueError("AGENT_MAX_ITERATIONS must not exceed AGENT_MAX_ITERATIONS_LIMIT")
+        return self
+
+
 class LoggingSettings(BaseSettings):
     model_config = _config("LOG_")
 
@@ -294,6 +325,7 @@ class Settings(BaseSettings):
     bootstrap: BootstrapSettings = Field(default_factory=BootstrapSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     tools: ToolsSettings = Field(default_factory=ToolsSettings)
+    agent: AgentSettings = Field(default_factory=AgentSettings)
 
     @model_validator(mode="after")
     def _check_secrets(self) -> Settings:

@@ -30,6 +30,7 @@ from app.application.ports import UnitOfWorkFactory
 from app.application.tools import ToolRegistry
 from app.config import Settings
 from app.domain.errors import Conflict
+from app.infrastructure.agent.services import AgentServices
 from app.infrastructure.llm.routing import StaticModelCatalog
 from app.infrastructure.llm.usage_recorder import BatchingUsageRecorder
 from app.infrastructure.observability.logging import get_logger
@@ -69,6 +70,8 @@ class Container:
     # SIGTERM handling: readiness 503 at once, a drain deadline for running streams.
     drain: Drain
     runtime_metrics: RuntimeMetrics
+    # Conversations, runs, approvals, server tools: one RunSignals and one AgentLoop per process.
+    agent: AgentServices
     # The tools this process offers (built-ins, configured web_search, plugins).
     tools: ToolRegistry = field(default_factory=ToolRegistry)
     # How long start() waits for the database before giving up (a compose or k8s start race).

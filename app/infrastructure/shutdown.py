@@ -86,26 +86,30 @@ async def until_drained(source: AsyncIterator[T], drain: Drain) -> AsyncIterator
 
     At the deadline `source` is closed (which cancels its upstream call and lets it store
     what it produced) and `ServiceUnavailable("shutting_down")` is raised: every relay already
-    renders a domain error as the stream's in-band error event, then ends it.
+    renders a domain error as the stream's in-band error event, then ends it. However this
+    relay ends (the deadline, the consumer going away, an error), the pending read is cancelled
+    and `source` closed, so nothing keeps running behind a closed stream.
     """
     iterator = source.__aiter__()
     expired = asyncio.ensure_future(drain.expired.wait())
+    following: asyncio.Future[T] | None = None
     try:
         while True:
             following = asyncio.ensure_future(iterator.__anext__())
             done, _ = await asyncio.wait({following, expired}, return_when=asyncio.FIRST_COMPLETED)
-            if following in done:
-                try:
-                    item = following.result()
-                except StopAsyncIteration:
-                    return
-                yield item
-                continue
-            following.cancel()
-            await asyncio.gather(following, return_exceptions=True)
-            closer = getattr(iterator, "aclose", None)
-            if closer is not None:
-                await closer()
-            raise ServiceUnavailable("The server is shutting down; the stream was ended.", code="shutting_down")
+            if following not in done:
+                raise ServiceUnavailable("The server is shutting down; the stream was ended.", code="shutting_down")
+            try:
+                item = following.result()
+            except StopAsyncIteration:
+                return
+            following = None
+            yield item
     finally:
         expired.cancel()
+        if following is not None and not following.done():
+            following.cancel()
+            await asyncio.gather(following, return_exceptions=True)
+        closer = getattr(iterator, "aclose", None)
+        if closer is not None:
+            await closer()

@@ -64,8 +64,16 @@ class TcpProxy:
 
     def close(self) -> None:
         self.stop()
+        self._call(self._cancel_handlers())
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=5)
+
+    async def _cancel_handlers(self) -> None:
+        """Stalled connections sleep; end them before the loop stops (no pending-task noise)."""
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _start(self) -> None:
         if self._server is None:

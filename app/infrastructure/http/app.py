@@ -20,10 +20,11 @@ import app as app_package
 from app.application.llm.types import UsageRecorder
 from app.application.llm.use_cases import CreateChatCompletion, GetModel, ListModels
 from app.application.ratelimit.headers import RATE_LIMIT_HEADER_NAMES
-from app.application.tools import ExecuteTool, ExecuteToolBatch, ListTools
+from app.application.tools import ExecuteToolBatch, ListTools
 from app.domain.errors import DomainError
 from app.infrastructure.container import Container
 from app.infrastructure.http.auth import CredentialAuthenticationMiddleware
+from app.infrastructure.http.controllers.conversations import ConversationsController, ToolExecutionsController
 from app.infrastructure.http.controllers.identity import AdminUsersController, ApiKeyController, AuthController
 from app.infrastructure.http.controllers.openai import OpenAIController
 from app.infrastructure.http.controllers.operations import OperationsController
@@ -57,7 +58,8 @@ def build_http_app(container: Container, extra_route_handlers: Sequence[Any] = (
         finally:
             await container.aclose()
 
-    execute_tool = ExecuteTool(container.tools)
+    # The Tools API's ExecuteTool records every attempt in tool_executions (the audit trail).
+    execute_tool = container.agent.execute_tool
     recorder: UsageRecorder = MeteredUsageRecorder(container.usage_recorder, container.metrics)
     # One instance of each per application; handlers receive them by name.
     provided: dict[str, object] = {
@@ -69,6 +71,7 @@ def build_http_app(container: Container, extra_route_handlers: Sequence[Any] = (
         "list_models": ListModels(container.model_catalog),
         "get_model": GetModel(container.model_catalog),
         "chat_completion": CreateChatCompletion(container.model_catalog, recorder),
+        "agent": container.agent,
     }
 
     cors = (
@@ -101,6 +104,8 @@ def build_http_app(container: Container, extra_route_handlers: Sequence[Any] = (
             AdminUsersController,
             ToolsController,
             OpenAIController,
+            ConversationsController,
+            ToolExecutionsController,
             *extra_route_handlers,
         ],
         dependencies={name: _provide(value) for name, value in provided.items()},

@@ -213,7 +213,10 @@ def test_request_validation_errors_are_400_with_param(gateway_server: GatewaySer
     assert caught.value.param == "messages"
     with pytest.raises(openai.BadRequestError) as caught:
         client.chat.completions.create(
-            model="fake-model", messages=HELLO, tools=[{"type": "function", "function": {"name": "calculator"}}]
+            # A name-only (server) tool that names no tool of this server.
+            model="fake-model",
+            messages=HELLO,
+            tools=[{"type": "function", "function": {"name": "no_such_tool"}}],
         )
     assert caught.value.param == "tools"
     response = httpx.post(

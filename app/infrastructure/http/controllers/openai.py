@@ -25,6 +25,7 @@ from app.application.llm.use_cases import CreateChatCompletion, GetModel, ListMo
 from app.domain.errors import DomainError, Unauthenticated
 from app.domain.principal import Principal
 from app.infrastructure.http.errors import error_body, status_for
+from app.infrastructure.http.server_tools import answer_with_server_tools, server_tool_names
 from app.infrastructure.http.sse import DONE, HEARTBEAT, PING, SSE_HEADERS, encode_data, with_heartbeat
 from app.infrastructure.observability.logging import get_logger
 from app.infrastructure.observability.metrics import Metrics
@@ -216,6 +217,18 @@ class OpenAIController(Controller):
         data: JSONBody[ChatCompletionBody],
     ) -> Response[Any]:
         principal = principal_of(request)
+        if data.tools and (names := server_tool_names([t.model_dump(exclude_unset=True) for t in data.tools])):
+            # Server tools (name-only entries): the agent loop runs them (docs/api.md).
+            return await answer_with_server_tools(
+                request,
+                state,
+                principal,
+                model=data.model,
+                messages=[m.model_dump(exclude_unset=True) for m in data.messages],
+                tool_names=names,
+                stream=bool(data.stream),
+                include_usage=bool(data.stream and data.stream_options and data.stream_options.include_usage),
+            )
         # `data` (validated by Litestar, which documents it in OpenAPI) decides; the client's
         # own JSON, unknown fields included, is what gets forwarded.
         chat = chat_request_from(data, await request.json(), request.scope.get("state", {}).get("request_id"))
