@@ -147,7 +147,7 @@ def stack() -> Iterator[Stack]:
         subprocess.run([python, "-m", "app", "migrate"], env=env, check=True, capture_output=True)
         email, password = "bench@example.com", secrets.token_urlsafe(16)
         subprocess.run(
-            [python, "-m", "app", "create-admin", "--email", email, "--password", password],
+            [python, "-m", "app", "create-admin", "--email", email, f"--password={password}"],
             env=env,
             check=True,
             capture_output=True,
@@ -420,6 +420,34 @@ async def quick(s: Stack) -> dict[str, float]:
     return figures
 
 
+async def profile(s: Stack, out: Path, seconds: float = 6.0) -> None:
+    """py-spy (collapsed stacks, gateway process) during THROUGH load: non-streaming, then streaming."""
+    bench = Bench(s)
+    await bench.load("through", stream=False, concurrency=8, seconds=1)
+    for name, stream in (("nonstream", False), ("stream", True)):
+        target = out / f"{name}.txt"
+        spy = await asyncio.create_subprocess_exec(
+            "py-spy",
+            "record",
+            "--format",
+            "raw",
+            "--rate",
+            "200",
+            "--nonblocking",
+            "--duration",
+            str(int(seconds)),
+            "--pid",
+            str(s.gateway_pid),
+            "--output",
+            str(target),
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        result, cpu = await bench.load("through", stream=stream, concurrency=16, seconds=seconds)
+        await spy.wait()
+        print(f"bench: {name}: {result.count} answers, {cpu * 1000 / max(result.count, 1):.3f} ms CPU each; {target}")
+
+
 def gate(figures: dict[str, float], baseline: dict[str, float], tolerance: float) -> bool:
     ok = True
     for name, value in figures.items():
@@ -435,6 +463,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="CI regression gate on CPU per request")
     parser.add_argument("--write-baseline", action="store_true", help="record the quick figures as the baseline")
     parser.add_argument("--tolerance", type=float, default=2.0, help="the gate fails above baseline x this")
+    parser.add_argument("--profile", metavar="DIR", help="py-spy the gateway under load into DIR, then stop")
     parser.add_argument("--report", default=str(ROOT / "docs" / "benchmarks.md"))
     args = parser.parse_args(argv)
     try:
@@ -446,6 +475,10 @@ def main(argv: list[str] | None = None) -> int:
     if CORES > 1:
         os.sched_setaffinity(0, {1})
     with stack() as s:
+        if args.profile:
+            Path(args.profile).mkdir(parents=True, exist_ok=True)
+            asyncio.run(profile(s, Path(args.profile)))
+            return 0
         if args.quick or args.write_baseline:
             figures = asyncio.run(quick(s))
             if args.write_baseline:

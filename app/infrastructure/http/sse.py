@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from collections.abc import AsyncIterator
 from typing import Any, TypeVar
+
+import msgspec
 
 T = TypeVar("T")
 
@@ -17,8 +18,12 @@ SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "Connecti
 _cleanups: set[asyncio.Task[None]] = set()
 
 
+_encode = msgspec.json.Encoder().encode
+
+
 def encode_data(payload: Any) -> bytes:
-    return b"data: " + json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode() + b"\n\n"
+    """One `data:` event: compact UTF-8 JSON (msgspec: several times faster than `json.dumps`)."""
+    return b"data: " + _encode(payload) + b"\n\n"
 
 
 class Heartbeat:

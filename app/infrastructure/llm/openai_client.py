@@ -14,11 +14,12 @@ import contextlib
 import json
 import random
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import msgspec
 
 from app.application.llm.types import JSONObject
 from app.domain.errors import InvalidInput, RateLimited, UpstreamError, UpstreamTimeout
@@ -43,7 +44,7 @@ class UpstreamPolicy:
     max_retry_wait: float = 10.0
     max_request_bytes: int = 4 * 1024 * 1024
     max_response_bytes: int = 16 * 1024 * 1024
-    max_connections: int = 100
+    max_connections: int = 1000
 
 
 def _retry_after_seconds(response: httpx.Response) -> float | None:
@@ -88,7 +89,9 @@ class OpenAICompatibleClient:
         self._http = httpx.AsyncClient(
             headers=headers,
             timeout=httpx.Timeout(connect=p.connect_timeout, read=None, write=p.idle_timeout, pool=p.connect_timeout),
-            limits=httpx.Limits(max_connections=p.max_connections, max_keepalive_connections=p.max_connections // 2),
+            # Idle connections are all kept (they expire after 5 s): a smaller keep-alive pool than the
+            # pool itself closes and reopens connections on every wave of concurrent requests.
+            limits=httpx.Limits(max_connections=p.max_connections, max_keepalive_connections=p.max_connections),
             follow_redirects=False,
         )
         self._secret = api_key or ""
@@ -113,7 +116,7 @@ class OpenAICompatibleClient:
         finally:
             await response.aclose()
         try:
-            answer = json.loads(raw)
+            answer = _json_decode(raw)
         except ValueError:
             raise UpstreamError("The upstream model returned an answer that is not JSON.") from None
         if not isinstance(answer, dict) or not isinstance(answer.get("choices"), list):
@@ -126,8 +129,9 @@ class OpenAICompatibleClient:
         parser = SSEParser(max_event_bytes=min(self.policy.max_response_bytes, 4 * 1024 * 1024))
         received = 0
         done = finished = False
+        pieces = self._pieces(response, deadline, first=True)
         try:
-            async for piece in self._pieces(response, deadline, first=True):
+            async for piece in pieces:
                 received += len(piece)
                 if received > self.policy.max_response_bytes:
                     raise UpstreamError("The upstream model's answer is larger than allowed.")
@@ -157,14 +161,17 @@ class OpenAICompatibleClient:
                         yield chunk
             if not done and not finished:
                 raise UpstreamError("The upstream model's stream ended before the answer was complete.")
+            if done:
+                await _drain(pieces)
         finally:
+            await pieces.aclose()
             await response.aclose()
 
     # -- internals ------------------------------------------------------------------------
 
     def _decode(self, data: str) -> JSONObject | None:
         try:
-            chunk = json.loads(data)
+            chunk = _json_decode(data)
         except ValueError:
             chunk = None
         if not isinstance(chunk, dict):
@@ -177,7 +184,7 @@ class OpenAICompatibleClient:
             raise UpstreamError("The upstream model failed while answering.")
         return chunk
 
-    async def _pieces(self, response: httpx.Response, deadline: float, *, first: bool) -> AsyncIterator[bytes]:
+    async def _pieces(self, response: httpx.Response, deadline: float, *, first: bool) -> AsyncGenerator[bytes, None]:
         """The body, with the first-byte, idle-gap and total timeouts applied to every read."""
         iterator = response.aiter_bytes().__aiter__()
         waiting_first = first
@@ -187,7 +194,9 @@ class OpenAICompatibleClient:
             if remaining <= 0:
                 raise UpstreamTimeout("The upstream model did not finish in time.")
             try:
-                piece = await asyncio.wait_for(iterator.__anext__(), timeout=min(budget, remaining))
+                # asyncio.timeout, not wait_for: no extra task per read (a stream reads many times).
+                async with asyncio.timeout(min(budget, remaining)):
+                    piece = await iterator.__anext__()
             except StopAsyncIteration:
                 return
             except TimeoutError:
@@ -200,7 +209,7 @@ class OpenAICompatibleClient:
                 yield piece
 
     async def _open(self, body: JSONObject, deadline: float) -> httpx.Response:
-        payload = json.dumps(body, separators=(",", ":")).encode()
+        payload = _json_encode(body)
         if len(payload) > self.policy.max_request_bytes:
             raise InvalidInput("The request is larger than the upstream accepts.", code="request_too_large")
         attempt = 0
@@ -287,6 +296,24 @@ class OpenAICompatibleClient:
             if len(data) >= cap:
                 break
         return bytes(data)
+
+
+_json_decode = msgspec.json.Decoder().decode
+_json_encode = msgspec.json.Encoder().encode
+# After `[DONE]` the rest of the body (normally just the chunked terminator) is read, so the
+# connection goes back to the pool instead of being closed; bounded in size and time.
+_DRAIN_BYTES = 64 * 1024
+_DRAIN_SECONDS = 1.0
+
+
+async def _drain(pieces: AsyncIterator[bytes]) -> None:
+    drained = 0
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(_DRAIN_SECONDS):
+            async for piece in pieces:
+                drained += len(piece)
+                if drained > _DRAIN_BYTES:
+                    return
 
 
 def _error_field(detail: dict[str, Any], key: str) -> str:
