@@ -82,6 +82,7 @@ def upstream_policy(settings: Settings) -> UpstreamPolicy:
         max_request_bytes=llm.llm_max_request_bytes,
         max_response_bytes=llm.llm_max_response_bytes,
         max_connections=llm.llm_max_connections,
+        transport=llm.llm_http_transport,
     )
 
 

@@ -20,6 +20,7 @@ from typing import Any
 
 import httpx
 import msgspec
+from httpx_aiohttp import AiohttpTransport
 
 from app.application.llm.types import JSONObject
 from app.domain.errors import InvalidInput, RateLimited, UpstreamError, UpstreamTimeout
@@ -45,6 +46,8 @@ class UpstreamPolicy:
     max_request_bytes: int = 4 * 1024 * 1024
     max_response_bytes: int = 16 * 1024 * 1024
     max_connections: int = 1000
+    # "aiohttp" (httpx-aiohttp: aiohttp's connection pool under the httpx API) or "httpx" (httpcore).
+    transport: str = "aiohttp"
 
 
 def _retry_after_seconds(response: httpx.Response) -> float | None:
@@ -86,12 +89,14 @@ class OpenAICompatibleClient:
         if api_key:
             headers["Authorization"] = f"Bearer {api_key}"
         p = self.policy
+        limits = httpx.Limits(max_connections=p.max_connections, max_keepalive_connections=p.max_connections)
         self._http = httpx.AsyncClient(
             headers=headers,
+            transport=AiohttpTransport(limits=limits) if p.transport == "aiohttp" else None,
             timeout=httpx.Timeout(connect=p.connect_timeout, read=None, write=p.idle_timeout, pool=p.connect_timeout),
             # Idle connections are all kept (they expire after 5 s): a smaller keep-alive pool than the
             # pool itself closes and reopens connections on every wave of concurrent requests.
-            limits=httpx.Limits(max_connections=p.max_connections, max_keepalive_connections=p.max_connections),
+            limits=limits,
             follow_redirects=False,
         )
         self._secret = api_key or ""
