@@ -7,13 +7,15 @@ UV_VERSION := 0.13.9
 INSTALLED := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run serve test test-unit test-integration test-e2e lint format migrate lock clean docker-up docker-down node-deps
+.PHONY: help install run serve test test-unit test-integration test-e2e lint format migrate lock clean docker-up docker-down node-deps bench bench-quick bench-baseline
 
 help:
 	@echo "make run      serve on http://127.0.0.1:8000 (embedded Postgres, demo LLM unless configured)"
 	@echo "make test     install and run every test tier (real Postgres and Redis)"
 	@echo "make lint     ruff, mypy --strict, import-linter"
 	@echo "make migrate  upgrade the database schema to head"
+	@echo "make bench    the gateway against a mock upstream, DIRECT vs THROUGH; writes docs/benchmarks.md"
+	@echo "make bench-quick  the CI gate: fails when gateway CPU per request doubles vs bench/baseline.json"
 	@echo "make docker-up [LLM=litellm]  the docker compose stack (settings and secrets from .env)"
 	@echo "make docker-down              stop it (the data volumes are kept)"
 
@@ -68,6 +70,18 @@ lint: $(INSTALLED)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+
+# docs/benchmarks.md. The gateway runs pinned to core 0, the mock and load generator to core 1.
+bench: $(INSTALLED)
+	$(BIN)/python -m bench.run
+
+# A few seconds of load: gateway CPU ms per request and per stream against bench/baseline.json.
+bench-quick: $(INSTALLED)
+	$(BIN)/python -m bench.run --quick
+
+# Re-record bench/baseline.json (after a deliberate, reviewed change in cost).
+bench-baseline: $(INSTALLED)
+	$(BIN)/python -m bench.run --write-baseline
 
 format: $(INSTALLED)
 	$(BIN)/ruff format .

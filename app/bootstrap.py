@@ -107,6 +107,8 @@ def upstream_policy(settings: Settings) -> UpstreamPolicy:
         max_retry_wait=llm.llm_max_retry_wait_seconds,
         max_request_bytes=llm.llm_max_request_bytes,
         max_response_bytes=llm.llm_max_response_bytes,
+        max_connections=llm.llm_max_connections,
+        transport=llm.llm_http_transport,
     )
 
 

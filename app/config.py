@@ -11,7 +11,7 @@ import enum
 import ipaddress
 from datetime import datetime
 from functools import cached_property
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -224,6 +224,10 @@ class LLMSettings(BaseSettings):
     llm_max_retry_wait_seconds: float = Field(10.0, ge=0, le=300)
     llm_max_request_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     llm_max_response_bytes: int = Field(16 * 1024 * 1024, ge=1024)
+    # Connections per upstream per worker; every open stream holds one for its whole life.
+    llm_max_connections: int = Field(1000, ge=1, le=100_000)
+    # The HTTP/1.1 client under httpx: aiohttp's (measured cheaper, docs/benchmarks.md) or httpcore.
+    llm_http_transport: Literal["aiohttp", "httpx"] = "aiohttp"
     # A `: ping` comment is sent on a chat stream idle this long.
     llm_heartbeat_seconds: float = Field(15.0, gt=0, le=300)
     # Usage records are written behind the request, in batches.

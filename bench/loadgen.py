@@ -144,15 +144,21 @@ async def run_burst(host: str, port: int, request: bytes, *, streams: int) -> Re
     return result
 
 
-async def hold_streams(host: str, port: int, request: bytes, *, streams: int, hold_until: asyncio.Event) -> Result:
-    """Open `streams` slow streams at once and read them to the end (the RSS-per-stream test)."""
+async def hold_streams(
+    host: str, port: int, request: bytes, *, streams: int, hold_until: asyncio.Event, ramp_seconds: float = 0.0
+) -> Result:
+    """Open `streams` slow streams, evenly over `ramp_seconds`, and read them to the end (RSS per stream).
+
+    The streams last far longer than the ramp, so all of them are open at once at its end.
+    """
     result = Result()
     started = time.perf_counter()
 
-    async def one() -> None:
+    async def one(delay: float) -> None:
+        await asyncio.sleep(delay)
         await _worker(host, port, request, time.perf_counter() + 120, [1], result)
 
-    tasks = [asyncio.create_task(one()) for _ in range(streams)]
+    tasks = [asyncio.create_task(one(i * ramp_seconds / streams)) for i in range(streams)]
     await hold_until.wait()
     await asyncio.gather(*tasks)
     result.elapsed = time.perf_counter() - started

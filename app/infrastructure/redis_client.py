@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 
 from app.config import RedisSettings
+
+# Longest wait for a free pooled connection (then the caller's fallback applies).
+POOL_WAIT_SECONDS = 2.0
 
 
 def create_redis(settings: RedisSettings) -> Redis | None:
@@ -15,14 +18,19 @@ def create_redis(settings: RedisSettings) -> Redis | None:
     """
     if settings.url is None:
         return None
-    client: Redis = Redis.from_url(
+    # A blocking pool: when every connection is busy (a burst of requests), a caller waits
+    # briefly for one instead of failing with "Too many connections" (which would send every
+    # request of the burst to the database fallback at once).
+    pool = BlockingConnectionPool.from_url(
         settings.url.get_secret_value(),
         socket_timeout=settings.socket_timeout_seconds,
         socket_connect_timeout=settings.socket_timeout_seconds,
         max_connections=settings.max_connections,
+        timeout=POOL_WAIT_SECONDS,
         health_check_interval=15,
         retry_on_timeout=False,
     )
+    client: Redis = Redis.from_pool(pool)
     return client
 
 

@@ -1,9 +1,14 @@
-"""The SSE parser against what real servers send: comments, CRLF, split reads, multi-line data."""
+"""The SSE parser against what real servers send (comments, CRLF, split reads, multi-line data),
+and the relay's batching heartbeat."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
+
 import pytest
 
+from app.infrastructure.http.sse import Heartbeat, batches_with_heartbeat
 from app.infrastructure.llm.sse import SSEParser, SSETooLarge
 
 
@@ -51,3 +56,91 @@ def test_oversized_event_is_refused() -> None:
         parser.feed(b"data: " + b"x" * 40 + b"\n")
     with pytest.raises(SSETooLarge):
         SSEParser(max_event_bytes=16).feed(b"data: " + b"y" * 40)
+
+
+# -- the relay's batching heartbeat (app/infrastructure/http/sse.py) ---------------------
+
+
+async def test_batches_group_what_arrived_together_and_keep_order() -> None:
+    async def source() -> AsyncIterator[int]:
+        for i in range(5):
+            yield i
+
+    seen = [b async for b in batches_with_heartbeat(source(), interval=60)]
+    assert all(isinstance(b, list) for b in seen)
+    assert [i for b in seen if isinstance(b, list) for i in b] == [0, 1, 2, 3, 4]
+    assert len(seen) < 5  # several items per write, not one each
+
+
+async def test_batches_bound_the_read_ahead() -> None:
+    async def source() -> AsyncIterator[int]:
+        for i in range(10):
+            yield i
+
+    seen = [b async for b in batches_with_heartbeat(source(), interval=60, max_batch=3)]
+    assert max(len(b) for b in seen if isinstance(b, list)) <= 3
+    assert [i for b in seen if isinstance(b, list) for i in b] == list(range(10))
+
+
+async def test_heartbeat_while_the_source_is_silent_then_its_items() -> None:
+    go = asyncio.Event()
+
+    async def source() -> AsyncIterator[str]:
+        await go.wait()
+        yield "late"
+
+    relay = batches_with_heartbeat(source(), interval=0.01)
+    assert isinstance(await relay.__anext__(), Heartbeat)
+    go.set()
+    rest = [b async for b in relay]
+    assert ["late"] in rest
+
+
+async def test_a_source_error_comes_after_the_items_before_it() -> None:
+    async def source() -> AsyncIterator[int]:
+        yield 1
+        yield 2
+        raise RuntimeError("upstream broke")
+
+    got: list[int] = []
+
+    async def consume() -> None:
+        async for batch in batches_with_heartbeat(source(), interval=60):
+            assert isinstance(batch, list)
+            got.extend(batch)
+
+    with pytest.raises(RuntimeError, match="upstream broke"):
+        await consume()
+    assert got == [1, 2]
+
+
+async def test_consumer_leaving_closes_the_source() -> None:
+    closed = asyncio.Event()
+    never = asyncio.Event()
+
+    async def source() -> AsyncIterator[int]:
+        try:
+            yield 1
+            await never.wait()
+            yield 2
+        finally:
+            closed.set()
+
+    relay = batches_with_heartbeat(source(), interval=60)
+    assert await relay.__anext__() == [1]
+    await relay.aclose()  # what a client disconnect does to the response's generator
+    await asyncio.wait_for(closed.wait(), timeout=5)
+    assert closed.is_set()
+
+
+def test_lf_only_lines_split_anywhere_across_reads() -> None:
+    # The split-in-C path (no \r): a line, and the blank line ending an event, cut at any byte.
+    stream = b'data: {"a":1}\n\ndata: two\ndata: lines\n\n'
+    for cut in range(1, len(stream)):
+        assert feed_all(SSEParser(), stream[:cut], stream[cut:]) == ['{"a":1}', "two\nlines"], cut
+
+
+def test_lf_only_line_over_the_cap_is_refused() -> None:
+    parser = SSEParser(max_event_bytes=16)
+    with pytest.raises(SSETooLarge):
+        parser.feed(b"data: " + b"x" * 32)

@@ -23,6 +23,7 @@ from app.infrastructure.shutdown import Drain
 
 REQUEST_ID_HEADER = b"x-request-id"
 _SANE_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:\-]{1,128}$")
+MAX_CACHED_LABELS = 1024
 _QUIET_PATHS = frozenset({"/health", "/ready", "/metrics"})
 
 access_log = get_logger("agent_api.access")
@@ -57,6 +58,9 @@ class RequestContextMiddleware:
         self._app = app
         self._metrics = metrics
         self._drain = drain
+        # The labelled children, looked up once per (route, method, status): `labels()` takes a
+        # lock and builds a tuple key on every call. Routes are templates, so this stays small.
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -90,8 +94,16 @@ class RequestContextMiddleware:
     def _record(self, scope: Scope, status: int, elapsed: float) -> None:
         route = str(scope.get("path_template") or "unmatched")
         method = str(scope.get("method", "WS"))
-        self._metrics.requests.labels(route, method, str(status)).inc()
-        self._metrics.request_latency.labels(route, method).observe(elapsed)
+        children = self._children.get((route, method, status))
+        if children is None:
+            children = (
+                self._metrics.requests.labels(route, method, str(status)),
+                self._metrics.request_latency.labels(route, method),
+            )
+            if len(self._children) < MAX_CACHED_LABELS:
+                self._children[(route, method, status)] = children
+        children[0].inc()
+        children[1].observe(elapsed)
         path: Any = scope.get("path", "")
         if path not in _QUIET_PATHS or status >= 400:
             access_log.info(

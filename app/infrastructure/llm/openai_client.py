@@ -14,11 +14,14 @@ import contextlib
 import json
 import random
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 import httpx
+import msgspec
+from httpx_aiohttp import AiohttpTransport
 
 from app.application.llm.types import JSONObject
 from app.domain.errors import InvalidInput, RateLimited, UpstreamError, UpstreamTimeout
@@ -28,6 +31,11 @@ from app.infrastructure.observability.logging import get_logger
 log = get_logger(__name__)
 
 _PASS_THROUGH_CODES = frozenset({"context_length_exceeded", "invalid_value", "missing_field", "model_not_found"})
+
+
+# httpx's own errors, and aiohttp's that the httpx-aiohttp transport lets through unmapped
+# (e.g. `ClientResponseError` for an answer that is not HTTP at all).
+_TRANSPORT_ERRORS: tuple[type[Exception], ...] = (httpx.HTTPError, aiohttp.ClientError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +51,9 @@ class UpstreamPolicy:
     max_retry_wait: float = 10.0
     max_request_bytes: int = 4 * 1024 * 1024
     max_response_bytes: int = 16 * 1024 * 1024
-    max_connections: int = 100
+    max_connections: int = 1000
+    # "aiohttp" (httpx-aiohttp: aiohttp's connection pool under the httpx API) or "httpx" (httpcore).
+    transport: str = "aiohttp"
 
 
 def _retry_after_seconds(response: httpx.Response) -> float | None:
@@ -85,10 +95,14 @@ class OpenAICompatibleClient:
         if api_key:
             headers["Authorization"] = f"Bearer {api_key}"
         p = self.policy
+        limits = httpx.Limits(max_connections=p.max_connections, max_keepalive_connections=p.max_connections)
         self._http = httpx.AsyncClient(
             headers=headers,
+            transport=AiohttpTransport(limits=limits) if p.transport == "aiohttp" else None,
             timeout=httpx.Timeout(connect=p.connect_timeout, read=None, write=p.idle_timeout, pool=p.connect_timeout),
-            limits=httpx.Limits(max_connections=p.max_connections, max_keepalive_connections=p.max_connections // 2),
+            # Idle connections are all kept (they expire after 5 s): a smaller keep-alive pool than the
+            # pool itself closes and reopens connections on every wave of concurrent requests.
+            limits=limits,
             follow_redirects=False,
         )
         self._secret = api_key or ""
@@ -113,7 +127,7 @@ class OpenAICompatibleClient:
         finally:
             await response.aclose()
         try:
-            answer = json.loads(raw)
+            answer = _json_decode(raw)
         except ValueError:
             raise UpstreamError("The upstream model returned an answer that is not JSON.") from None
         if not isinstance(answer, dict) or not isinstance(answer.get("choices"), list):
@@ -126,8 +140,9 @@ class OpenAICompatibleClient:
         parser = SSEParser(max_event_bytes=min(self.policy.max_response_bytes, 4 * 1024 * 1024))
         received = 0
         done = finished = False
+        pieces = self._pieces(response, deadline, first=True)
         try:
-            async for piece in self._pieces(response, deadline, first=True):
+            async for piece in pieces:
                 received += len(piece)
                 if received > self.policy.max_response_bytes:
                     raise UpstreamError("The upstream model's answer is larger than allowed.")
@@ -157,14 +172,17 @@ class OpenAICompatibleClient:
                         yield chunk
             if not done and not finished:
                 raise UpstreamError("The upstream model's stream ended before the answer was complete.")
+            if done:
+                await _drain(pieces)
         finally:
+            await pieces.aclose()
             await response.aclose()
 
     # -- internals ------------------------------------------------------------------------
 
     def _decode(self, data: str) -> JSONObject | None:
         try:
-            chunk = json.loads(data)
+            chunk = _json_decode(data)
         except ValueError:
             chunk = None
         if not isinstance(chunk, dict):
@@ -177,7 +195,7 @@ class OpenAICompatibleClient:
             raise UpstreamError("The upstream model failed while answering.")
         return chunk
 
-    async def _pieces(self, response: httpx.Response, deadline: float, *, first: bool) -> AsyncIterator[bytes]:
+    async def _pieces(self, response: httpx.Response, deadline: float, *, first: bool) -> AsyncGenerator[bytes, None]:
         """The body, with the first-byte, idle-gap and total timeouts applied to every read."""
         iterator = response.aiter_bytes().__aiter__()
         waiting_first = first
@@ -187,12 +205,14 @@ class OpenAICompatibleClient:
             if remaining <= 0:
                 raise UpstreamTimeout("The upstream model did not finish in time.")
             try:
-                piece = await asyncio.wait_for(iterator.__anext__(), timeout=min(budget, remaining))
+                # asyncio.timeout, not wait_for: no extra task per read (a stream reads many times).
+                async with asyncio.timeout(min(budget, remaining)):
+                    piece = await iterator.__anext__()
             except StopAsyncIteration:
                 return
             except TimeoutError:
                 raise UpstreamTimeout("The upstream model stopped answering (timeout).") from None
-            except httpx.HTTPError as exc:
+            except _TRANSPORT_ERRORS as exc:
                 log.warning("upstream_read_failed", upstream=self.name, error=type(exc).__name__)
                 raise UpstreamError("The upstream model's connection broke while answering.") from None
             if piece:
@@ -200,7 +220,7 @@ class OpenAICompatibleClient:
                 yield piece
 
     async def _open(self, body: JSONObject, deadline: float) -> httpx.Response:
-        payload = json.dumps(body, separators=(",", ":")).encode()
+        payload = _json_encode(body)
         if len(payload) > self.policy.max_request_bytes:
             raise InvalidInput("The request is larger than the upstream accepts.", code="request_too_large")
         attempt = 0
@@ -233,7 +253,7 @@ class OpenAICompatibleClient:
             raise _Retry(UpstreamError("The upstream model is unreachable."), None) from None
         except httpx.TimeoutException:
             raise UpstreamTimeout("The upstream model did not answer in time.") from None
-        except httpx.HTTPError as exc:
+        except _TRANSPORT_ERRORS as exc:
             log.warning("upstream_request_failed", upstream=self.name, error=type(exc).__name__)
             raise _Retry(UpstreamError("The upstream model's connection failed."), None) from None
         if response.status_code < 400:
@@ -287,6 +307,24 @@ class OpenAICompatibleClient:
             if len(data) >= cap:
                 break
         return bytes(data)
+
+
+_json_decode = msgspec.json.Decoder().decode
+_json_encode = msgspec.json.Encoder().encode
+# After `[DONE]` the rest of the body (normally just the chunked terminator) is read, so the
+# connection goes back to the pool instead of being closed; bounded in size and time.
+_DRAIN_BYTES = 64 * 1024
+_DRAIN_SECONDS = 1.0
+
+
+async def _drain(pieces: AsyncIterator[bytes]) -> None:
+    drained = 0
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(_DRAIN_SECONDS):
+            async for piece in pieces:
+                drained += len(piece)
+                if drained > _DRAIN_BYTES:
+                    return
 
 
 def _error_field(detail: dict[str, Any], key: str) -> str:

@@ -34,6 +34,25 @@ class SSEParser:
         self.comments = 0
 
     def feed(self, chunk: bytes) -> list[SSEEvent]:
+        if b"\r" in chunk or self._skip_lf:
+            return self._feed_any(chunk)
+        # The common case (lines end in \n only): split in C instead of walking every byte.
+        events: list[SSEEvent] = []
+        if self._buffer:
+            self._buffer += chunk
+            lines = bytes(self._buffer).split(b"\n")
+        else:
+            lines = chunk.split(b"\n")
+        rest = lines.pop()
+        for line in lines:
+            self._line(line, events)
+        self._buffer = bytearray(rest)
+        if len(self._buffer) > self._max:
+            raise SSETooLarge("an event-stream line exceeds the size cap")
+        return events
+
+    def _feed_any(self, chunk: bytes) -> list[SSEEvent]:
+        """Any line ending (\n, \r\n, \r, also a \r\n pair split across reads), byte by byte."""
         events: list[SSEEvent] = []
         start = 0
         if self._skip_lf and chunk[:1] == b"\n":

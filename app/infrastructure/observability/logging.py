@@ -45,6 +45,8 @@ def configure_logging(settings: LoggingSettings) -> None:
     )
     structlog.configure(
         processors=[
+            # First: a call below the configured level costs one check, not the whole chain.
+            structlog.stdlib.filter_by_level,
             *shared,
             structlog.processors.format_exc_info,
             structlog.stdlib.ProcessorFormatter.wrap_for_formatter,

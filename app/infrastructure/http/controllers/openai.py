@@ -26,7 +26,7 @@ from app.domain.errors import DomainError, Unauthenticated
 from app.domain.principal import Principal
 from app.infrastructure.http.errors import error_body, status_for
 from app.infrastructure.http.server_tools import answer_with_server_tools, server_tool_names
-from app.infrastructure.http.sse import DONE, HEARTBEAT, PING, SSE_HEADERS, encode_data, with_heartbeat
+from app.infrastructure.http.sse import DONE, PING, SSE_HEADERS, Heartbeat, batches_with_heartbeat, encode_data
 from app.infrastructure.observability.logging import get_logger
 from app.infrastructure.observability.metrics import Metrics
 from app.infrastructure.shutdown import until_drained
@@ -248,8 +248,10 @@ class OpenAIController(Controller):
         async def events() -> Any:
             metrics.active_streams.inc()
             try:
-                async for item in with_heartbeat(until_drained(stream.__aiter__(), state.container.drain), heartbeat):
-                    yield PING if item is HEARTBEAT else encode_data(item)
+                # Whatever arrived together goes out in one write (one ASGI message).
+                source = until_drained(stream.__aiter__(), state.container.drain)
+                async for batch in batches_with_heartbeat(source, heartbeat):
+                    yield PING if isinstance(batch, Heartbeat) else b"".join(map(encode_data, batch))
             except DomainError as exc:
                 log.warning("chat_stream_failed", code=exc.code)
                 yield encode_data(error_body(status_for(exc), exc.message, code=exc.code, param=exc.param))
