@@ -10,13 +10,16 @@ hand the real usage to the `Admission` and make sure it is finished exactly once
 - streaming, afterwards: `AdmittedStream.relay` runs the SSE events inside ``async with
   admission`` (the lease is renewed while it runs, released on every ending) and settles with
   what was produced (`ChatStream.usage`); `release_unsent_stream` (an ``after_response`` hook)
-  finishes an admission whose stream body never started (the client left in between).
+  closes the body once the response is over: a body that never started (the client left in
+  between) finishes the admission there, and a body abandoned mid-stream (client gone while
+  a chunk was being sent) is closed at once instead of whenever the garbage collector gets to
+  it (a reference cycle could delay that for longer than any test or client waits).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncGenerator, AsyncIterator, Coroutine
 from typing import Any
 
 from litestar import Request
@@ -61,18 +64,19 @@ async def open_admitted(
 class AdmittedStream:
     """The SSE body of an admitted stream: runs inside the admission, settles with what was produced."""
 
-    def __init__(self, admission: Admission, stream: ChatStream, events: AsyncIterator[bytes]) -> None:
+    def __init__(self, admission: Admission, stream: ChatStream, events: AsyncIterator[Any]) -> None:
         self.admission = admission
         self._stream = stream
         self._events = events
         self.started = False
+        self.body = self._relay()
 
     def attach(self, request: Request[Any, Any, Any]) -> AdmittedStream:
         """Remember it on the request, for `release_unsent_stream`."""
         setattr(request.state, _STATE_KEY, self)
         return self
 
-    async def relay(self) -> AsyncIterator[bytes]:
+    async def _relay(self) -> AsyncGenerator[Any]:
         self.started = True
         async with self.admission:  # renews the lease while streaming; settles + releases on every exit
             try:
@@ -80,14 +84,20 @@ class AdmittedStream:
                     yield event
             finally:
                 self.admission.used_tokens = self._stream.usage.total_tokens
+                aclose = getattr(self._events, "aclose", None)
+                if aclose is not None:
+                    await aclose()
 
-    async def release_unsent(self) -> None:
+    async def close(self) -> None:
+        """After the response: finish an unsent body's admission, close an abandoned one."""
         if not self.started:
             await asyncio.shield(self.admission.finish(used_tokens=self._stream.usage.total_tokens))
+        elif not self.admission.finished:
+            await self.body.aclose()
 
 
 async def release_unsent_stream(request: Request[Any, Any, Any]) -> None:
     """``after_response`` hook: a stream whose body never started still gives its lease back."""
     admitted = getattr(request.state, _STATE_KEY, None)
     if isinstance(admitted, AdmittedStream):
-        await admitted.release_unsent()
+        await admitted.close()

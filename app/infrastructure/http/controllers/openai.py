@@ -257,4 +257,4 @@ class OpenAIController(Controller):
             yield DONE
 
         body = AdmittedStream(admission, stream, events()).attach(request)
-        return Stream(body.relay(), media_type="text/event-stream", headers={**SSE_HEADERS, **admission.headers})
+        return Stream(body.body, media_type="text/event-stream", headers={**SSE_HEADERS, **admission.headers})
