@@ -135,7 +135,7 @@ class FakeUpstream:
         with self._lock:
             self.requests.append(SeenRequest(path=path, headers=headers, body=body))
         try:
-            while script.hold is not None and not script.hold.is_set():
+            while script.hold is not None and not script.hold.is_set():  # noqa: ASYNC110 - set by another thread
                 await asyncio.sleep(0.01)
             if script.first_byte_delay and await self._client_gone(reader, script.first_byte_delay):
                 self.disconnects += 1

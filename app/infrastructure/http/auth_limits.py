@@ -21,6 +21,7 @@ from app.application.ratelimit import (
     client_ip,
     ip_subject,
 )
+from app.infrastructure.http.errors import RATE_LIMIT_HEADERS_STATE
 from app.infrastructure.ratelimit.resilient import RateLimiters
 
 REMAINING = "x-ratelimit-remaining-requests"
@@ -47,4 +48,5 @@ async def limit_auth_request(
         account = (await admit(limits.auth, RateLimitRequest(account_subject(email), per_account))).headers
         if REMAINING not in headers or (REMAINING in account and int(account[REMAINING]) < int(headers[REMAINING])):
             headers = account
+    setattr(request.state, RATE_LIMIT_HEADERS_STATE, headers)  # on the 401/403/409 that may follow too
     return headers
