@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 
 from app.config import RedisSettings
 
@@ -15,14 +15,21 @@ def create_redis(settings: RedisSettings) -> Redis | None:
     """
     if settings.url is None:
         return None
-    client: Redis = Redis.from_url(
+    # A blocking pool: a burst of more concurrent calls than connections waits (at most the
+    # socket timeout) for a free one instead of failing at once. With the plain pool, 100
+    # simultaneous requests on one process exhausted 64 connections and the rate limiter fell
+    # back to per-process limits exactly when a shared decision mattered most (found by the
+    # two-process burst test); a pool still empty after the timeout is an outage as before.
+    pool = BlockingConnectionPool.from_url(
         settings.url.get_secret_value(),
         socket_timeout=settings.socket_timeout_seconds,
         socket_connect_timeout=settings.socket_timeout_seconds,
         max_connections=settings.max_connections,
+        timeout=settings.socket_timeout_seconds,
         health_check_interval=15,
         retry_on_timeout=False,
     )
+    client: Redis = Redis.from_pool(pool)
     return client
 
 
