@@ -133,6 +133,8 @@ class RateLimitSettings(BaseSettings):
     auth_account_rpm: int = Field(10, ge=0, le=1_000_000)
     api_failure_policy: RateLimitFailurePolicy = RateLimitFailurePolicy.LOCAL
     auth_failure_policy: RateLimitFailurePolicy = RateLimitFailurePolicy.CLOSED
+    # Completion tokens reserved per choice when neither the request (max_tokens) nor the model caps them.
+    default_max_tokens: int = Field(4096, ge=1, le=1_000_000)
     # A stream's slot expires this long after its last renewal if its process dies.
     lease_ttl_seconds: float = Field(120.0, ge=1, le=3600)
     # While Redis is down, how often one background PING checks whether it is back.

@@ -49,6 +49,8 @@ class UpstreamScript:
     crlf: bool = False
     comments: bool = True
     usage: tuple[int, int] = (11, 7)
+    # Answer only once this is set (keeps a whole burst in flight at once).
+    hold: threading.Event | None = None
 
 
 @dataclass
@@ -133,6 +135,8 @@ class FakeUpstream:
         with self._lock:
             self.requests.append(SeenRequest(path=path, headers=headers, body=body))
         try:
+            while script.hold is not None and not script.hold.is_set():  # noqa: ASYNC110 - set by another thread
+                await asyncio.sleep(0.01)
             if script.first_byte_delay and await self._client_gone(reader, script.first_byte_delay):
                 self.disconnects += 1
                 return

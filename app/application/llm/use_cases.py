@@ -95,6 +95,11 @@ class ChatStream:
     def completion_id(self) -> str:
         return self._normaliser.completion_id
 
+    @property
+    def usage(self) -> Usage:
+        """Tokens so far: the upstream's usage once reported, else an estimate of what was relayed."""
+        return self._normaliser.final_usage(prompt_text(self._request.body))
+
     async def __aiter__(self) -> AsyncIterator[JSONObject]:
         status, error_code = UsageStatus.DISCONNECTED, None
         try:

@@ -17,10 +17,12 @@ from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 
 import app as app_package
+from app.application.llm.limits import AdmitChatCompletion
 from app.application.llm.types import UsageRecorder
 from app.application.llm.use_cases import CreateChatCompletion, GetModel, ListModels
 from app.application.ratelimit.headers import RATE_LIMIT_HEADER_NAMES
 from app.application.tools import ExecuteToolBatch, ListTools
+from app.application.usage import GetUsage
 from app.domain.errors import DomainError
 from app.infrastructure.container import Container
 from app.infrastructure.http.auth import CredentialAuthenticationMiddleware
@@ -29,6 +31,7 @@ from app.infrastructure.http.controllers.identity import AdminUsersController, A
 from app.infrastructure.http.controllers.openai import OpenAIController
 from app.infrastructure.http.controllers.operations import OperationsController
 from app.infrastructure.http.controllers.tools import ToolsController
+from app.infrastructure.http.controllers.usage import UsageController
 from app.infrastructure.http.errors import (
     handle_domain_error,
     handle_http_exception,
@@ -37,6 +40,7 @@ from app.infrastructure.http.errors import (
 )
 from app.infrastructure.http.middleware import RequestContextMiddleware
 from app.infrastructure.llm.usage_recorder import MeteredUsageRecorder
+from app.infrastructure.persistence.usage_repository import SqlAlchemyUsageRepository
 
 
 def _provide(value: object) -> Provide:
@@ -61,6 +65,7 @@ def build_http_app(container: Container, extra_route_handlers: Sequence[Any] = (
     # The Tools API's ExecuteTool records every attempt in tool_executions (the audit trail).
     execute_tool = container.agent.execute_tool
     recorder: UsageRecorder = MeteredUsageRecorder(container.usage_recorder, container.metrics)
+    chat_completion = CreateChatCompletion(container.model_catalog, recorder)
     # One instance of each per application; handlers receive them by name.
     provided: dict[str, object] = {
         "readiness": container.readiness,
@@ -70,7 +75,16 @@ def build_http_app(container: Container, extra_route_handlers: Sequence[Any] = (
         "execute_tool_batch": ExecuteToolBatch(execute_tool, concurrency=settings.tools.batch_concurrency),
         "list_models": ListModels(container.model_catalog),
         "get_model": GetModel(container.model_catalog),
-        "chat_completion": CreateChatCompletion(container.model_catalog, recorder),
+        "chat_completion": chat_completion,
+        # Rate limits and usage (docs/rate-limits.md).
+        "admit_chat": AdmitChatCompletion(
+            chat_completion,
+            container.rate_limits.api,
+            api_keys=container.rate_limits.api_keys,
+            users=container.rate_limits.users,
+            default_max_tokens=settings.rate_limit.default_max_tokens,
+        ),
+        "get_usage": GetUsage(SqlAlchemyUsageRepository(container.session_factory)),
         "agent": container.agent,
     }
 
@@ -106,6 +120,7 @@ def build_http_app(container: Container, extra_route_handlers: Sequence[Any] = (
             OpenAIController,
             ConversationsController,
             ToolExecutionsController,
+            UsageController,
             *extra_route_handlers,
         ],
         dependencies={name: _provide(value) for name, value in provided.items()},

@@ -106,9 +106,15 @@ def status_for(exc: domain.DomainError) -> int:
     return 400
 
 
-def handle_domain_error(_: Request[Any, Any, Any], exc: domain.DomainError) -> Response[dict[str, Any]]:
+# Where a handler leaves the x-ratelimit-* headers of an admitted request, so that an error it
+# raises afterwards (a 401 from an auth endpoint, say) still carries them.
+RATE_LIMIT_HEADERS_STATE = "rate_limit_headers"
+
+
+def handle_domain_error(request: Request[Any, Any, Any], exc: domain.DomainError) -> Response[dict[str, Any]]:
     status = status_for(exc)
-    headers: dict[str, str] = {}
+    admitted = getattr(request.state, RATE_LIMIT_HEADERS_STATE, None)
+    headers: dict[str, str] = dict(admitted) if isinstance(admitted, dict) else {}
     if isinstance(exc, RateLimitRefused):
         headers.update(exc.headers)  # the x-ratelimit-* numbers too, not only Retry-After
     elif isinstance(exc, domain.RateLimited):

@@ -54,6 +54,7 @@ KEYS: dict[str, tuple[str, dict[str, Any]]] = {
     "calc-only": ("main", {"allowed_tools": ["calculator", "current_time"]}),
     "no-tools": ("main", {"allowed_tools": []}),
     "other": ("other", {}),
+    "one-per-minute": ("main", {"rpm_limit": 1}),
 }
 
 

@@ -5,13 +5,16 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any
 
-from litestar import Controller, Request, delete, get, patch, post
+from litestar import Controller, Request, Response, delete, get, patch, post
+from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_201_CREATED, HTTP_204_NO_CONTENT
 
 from app.application.identity.api_keys import ApiKeySpec
+from app.application.identity.auth import TokenPair
 from app.infrastructure.http.auth import principal_of, requires_admin
+from app.infrastructure.http.auth_limits import limit_auth_request, request_client_ip
 from app.infrastructure.http.controllers.identity_schemas import (
     ApiKeyCreateBody,
     ApiKeyCreated,
@@ -29,13 +32,24 @@ from app.infrastructure.http.controllers.identity_schemas import (
     UserOut,
     UserPatchBody,
 )
+from app.infrastructure.ratelimit.resilient import RateLimiters
 from app.infrastructure.security.services import IdentityServices
 
 AnyRequest = Request[Any, Any, Any]
 
 
-def _client_ip(request: AnyRequest) -> str:
-    return request.client.host if request.client else "unknown"
+def _limits(state: State) -> RateLimiters:
+    limits: RateLimiters = state.container.rate_limits
+    return limits
+
+
+def _tokens(pair: TokenPair) -> TokenResponse:
+    return TokenResponse(
+        access_token=pair.access_token,
+        refresh_token=pair.refresh_token,
+        expires_in=pair.expires_in,
+        user=UserOut.of(pair.user),
+    )
 
 
 class AuthController(Controller):
@@ -43,31 +57,40 @@ class AuthController(Controller):
     tags = ["auth"]
 
     @post("/register", status_code=HTTP_201_CREATED, summary="Create an account (role: user)")
-    async def register(self, data: JSONBody[RegisterBody], identity: NamedDependency[IdentityServices]) -> UserEnvelope:
+    async def register(
+        self,
+        request: AnyRequest,
+        data: JSONBody[RegisterBody],
+        identity: NamedDependency[IdentityServices],
+        state: State,
+    ) -> Response[UserEnvelope]:
+        headers = await limit_auth_request(request, _limits(state))
         user = await identity.register(data.email, data.password, data.name)
-        return UserEnvelope(user=UserOut.of(user))
+        return Response(UserEnvelope(user=UserOut.of(user)), status_code=HTTP_201_CREATED, headers=headers)
 
     @post("/login", status_code=200, summary="Sign in: an access token and a refresh token")
     async def login(
-        self, request: AnyRequest, data: JSONBody[LoginBody], identity: NamedDependency[IdentityServices]
-    ) -> TokenResponse:
-        pair = await identity.login(data.email, data.password, _client_ip(request))
-        return TokenResponse(
-            access_token=pair.access_token,
-            refresh_token=pair.refresh_token,
-            expires_in=pair.expires_in,
-            user=UserOut.of(pair.user),
-        )
+        self,
+        request: AnyRequest,
+        data: JSONBody[LoginBody],
+        identity: NamedDependency[IdentityServices],
+        state: State,
+    ) -> Response[TokenResponse]:
+        headers = await limit_auth_request(request, _limits(state), email=data.email)
+        pair = await identity.login(data.email, data.password, request_client_ip(request, _limits(state)))
+        return Response(_tokens(pair), headers=headers)
 
     @post("/refresh", status_code=200, summary="Trade a refresh token (single use) for a new pair")
-    async def refresh(self, data: JSONBody[RefreshBody], identity: NamedDependency[IdentityServices]) -> TokenResponse:
+    async def refresh(
+        self,
+        request: AnyRequest,
+        data: JSONBody[RefreshBody],
+        identity: NamedDependency[IdentityServices],
+        state: State,
+    ) -> Response[TokenResponse]:
+        headers = await limit_auth_request(request, _limits(state))
         pair = await identity.refresh(data.refresh_token)
-        return TokenResponse(
-            access_token=pair.access_token,
-            refresh_token=pair.refresh_token,
-            expires_in=pair.expires_in,
-            user=UserOut.of(pair.user),
-        )
+        return Response(_tokens(pair), headers=headers)
 
     @post("/logout", status_code=HTTP_204_NO_CONTENT, summary="End this session (access and refresh tokens)")
     async def logout(self, request: AnyRequest, identity: NamedDependency[IdentityServices]) -> None:

@@ -20,10 +20,12 @@ from litestar.params import FromPath, JSONBody
 from litestar.response import Stream
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from app.application.llm.limits import AdmitChatCompletion
 from app.application.llm.types import ChatRequest
 from app.application.llm.use_cases import CreateChatCompletion, GetModel, ListModels
 from app.domain.errors import DomainError, Unauthenticated
 from app.domain.principal import Principal
+from app.infrastructure.http.chat_limits import AdmittedStream, open_admitted, release_unsent_stream, settle_answer
 from app.infrastructure.http.errors import error_body, status_for
 from app.infrastructure.http.server_tools import answer_with_server_tools, server_tool_names
 from app.infrastructure.http.sse import DONE, PING, SSE_HEADERS, Heartbeat, batches_with_heartbeat, encode_data
@@ -208,18 +210,26 @@ class OpenAIController(Controller):
         description="OpenAI-compatible; `stream: true` answers with text/event-stream chunks.",
         status_code=200,
         responses={200: ResponseSpec(data_container=ChatCompletionDoc, description="The completion (JSON or SSE).")},
+        after_response=release_unsent_stream,
     )
     async def chat_completions(
         self,
         request: Request[Any, Any, Any],
         state: State,
         chat_completion: NamedDependency[CreateChatCompletion],
+        admit_chat: NamedDependency[AdmitChatCompletion],
         data: JSONBody[ChatCompletionBody],
     ) -> Response[Any]:
         principal = principal_of(request)
         if data.tools and (names := server_tool_names([t.model_dump(exclude_unset=True) for t in data.tools])):
-            # Server tools (name-only entries): the agent loop runs them (docs/api.md).
-            return await answer_with_server_tools(
+            # Server tools (name-only entries): the agent loop runs them (docs/api.md). The
+            # request is admitted like any other (model scope, then one rate-limit decision) and
+            # charged its token reservation; the loop's real usage is not settled against it.
+            raw = {k: v for k, v in (await request.json()).items() if k not in ("tools", "tool_choice")}
+            request_id = request.scope.get("state", {}).get("request_id")
+            admitted = await admit_chat(principal, chat_request_from(data, raw, request_id))
+            await admitted.finish()
+            served = await answer_with_server_tools(
                 request,
                 state,
                 principal,
@@ -229,18 +239,26 @@ class OpenAIController(Controller):
                 stream=bool(data.stream),
                 include_usage=bool(data.stream and data.stream_options and data.stream_options.include_usage),
             )
+            served.headers.update(admitted.headers)
+            return served
         # `data` (validated by Litestar, which documents it in OpenAPI) decides; the client's
         # own JSON, unknown fields included, is what gets forwarded.
         chat = chat_request_from(data, await request.json(), request.scope.get("state", {}).get("request_id"))
+        # Rate limits: 404/403 first, then one admission (429 / 503) before anything goes upstream.
+        admission = await admit_chat(principal, chat)
         if not chat.stream:
-            answer = await _unless_disconnected(request, chat_completion.complete(principal, chat))
+            async with admission:
+                work = settle_answer(admission, chat, chat_completion.complete(principal, chat))
+                answer = await _unless_disconnected(request, work)
             if answer is None:
                 # Nobody is listening any more; 499 is what the access log will show.
                 return Response(b"", status_code=CLIENT_CLOSED_REQUEST)
-            return Response(answer, media_type=MediaType.JSON)
+            return Response(answer, media_type=MediaType.JSON, headers=admission.headers)
         # Waiting for the upstream's first chunk: a disconnect now cancels it too.
-        stream = await _unless_disconnected(request, chat_completion.stream(principal, chat))
+        opening = open_admitted(admission, chat, chat_completion.stream(principal, chat))
+        stream = await _unless_disconnected(request, opening)
         if stream is None:
+            await admission.finish()  # no-op unless the opening never got to run
             return Response(b"", status_code=CLIENT_CLOSED_REQUEST)
         metrics: Metrics = state.metrics
         heartbeat: float = state.container.settings.llm.llm_heartbeat_seconds
@@ -262,4 +280,5 @@ class OpenAIController(Controller):
                 metrics.active_streams.dec()
             yield DONE
 
-        return Stream(events(), media_type="text/event-stream", headers=SSE_HEADERS)
+        body = AdmittedStream(admission, stream, events()).attach(request)
+        return Stream(body.body, media_type="text/event-stream", headers={**SSE_HEADERS, **admission.headers})
