@@ -24,6 +24,7 @@ from app.application.tools import ExecuteTool, ExecuteToolBatch, ListTools
 from app.domain.errors import DomainError
 from app.infrastructure.container import Container
 from app.infrastructure.http.auth import CredentialAuthenticationMiddleware
+from app.infrastructure.http.console import console_route_handlers
 from app.infrastructure.http.controllers.identity import AdminUsersController, ApiKeyController, AuthController
 from app.infrastructure.http.controllers.openai import OpenAIController
 from app.infrastructure.http.controllers.operations import OperationsController
@@ -101,6 +102,7 @@ def build_http_app(container: Container, extra_route_handlers: Sequence[Any] = (
             AdminUsersController,
             ToolsController,
             OpenAIController,
+            *console_route_handlers(),
             *extra_route_handlers,
         ],
         dependencies={name: _provide(value) for name, value in provided.items()},
