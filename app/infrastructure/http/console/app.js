@@ -358,10 +358,12 @@ class ConversationView {
       if (message.role === "tool") continue;
       if (message.role === "user") this.userBubble(message.content);
       else if (message.role === "assistant") {
-        const bubble = this.bubble(message.id);
-        bubble.text = message.content || "";
-        this.paint(bubble);
-        if (message.status && message.status !== "complete") bubble.node.classList.add(message.status);
+        if (message.content || !(message.tool_calls || []).length) {
+          const bubble = this.bubble(message.id);
+          bubble.text = message.content || "";
+          this.paint(bubble);
+          if (message.status && message.status !== "complete") bubble.node.classList.add(message.status);
+        }
         for (const call of message.tool_calls || []) {
           const fn = call.function || call;
           const card = this.toolCard(call.id, fn.name, fn.arguments);
@@ -601,7 +603,8 @@ async function renderUsers() {
       try {
         const updated = await api.patch(`/v1/admin/users/${user.id}`, changes);
         row.replaceWith(userRow(updated));
-        notify(`${updated.email} updated.`, "info");
+        const what = "role" in changes ? `role is now ${updated.role}` : updated.is_active ? "activated" : "deactivated";
+        notify(`${updated.email}: ${what}.`, "info");
       } catch (error) { showError(error); }
     };
     const self = state.me.user.id === user.id;
