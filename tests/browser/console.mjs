@@ -136,6 +136,20 @@ async function adminScenario() {
   result.usageUnavailable = (await page.locator("#usage-unavailable").count()) > 0;
   await shot(page, "usage");
 
+  // The access token is refreshed before it expires: pretend the refresh moment has come.
+  const KEY = "agent-api-console-session";
+  const before = await page.evaluate((key) => {
+    const session = JSON.parse(sessionStorage.getItem(key));
+    sessionStorage.setItem(key, JSON.stringify({ ...session, refreshAt: Date.now() - 1 }));
+    return session;
+  }, KEY);
+  await page.reload();
+  await page.waitForFunction(([key, old]) => JSON.parse(sessionStorage.getItem(key) || "{}").access !== old, [KEY, before.access]);
+  await page.waitForSelector("#usage-chart, #usage-unavailable, #usage-output p");
+  const after = await page.evaluate((key) => JSON.parse(sessionStorage.getItem(key)), KEY);
+  result.refreshed = after.access !== before.access && after.refresh !== before.refresh && after.refreshAt > Date.now();
+  result.stillSignedInAfterRefresh = (await page.locator("#sign-out").count()) === 1;
+
   // An ended session (logged out elsewhere) is said plainly and leads back to sign-in.
   await page.evaluate(async () => {
     const session = JSON.parse(sessionStorage.getItem("agent-api-console-session"));

@@ -83,6 +83,8 @@ def test_admin_signs_in_manages_users_and_issues_a_key_used_by_the_openai_sdk(
     assert not seen["secretInPageAfterReload"]
     assert not seen["secretInStorage"]
     assert seen["usageChart"] or seen["usageUnavailable"]
+    assert seen["refreshed"], "the console did not trade its refresh token for a new pair"
+    assert seen["stillSignedInAfterRefresh"]
     assert seen["expiredSessionMessage"] == "Your session has expired or was ended. Please sign in again."
 
     # The key works with the official SDK against the same server, narrowed to its scope.

@@ -171,6 +171,7 @@ async function loadCatalog() {
 }
 
 async function renderChat(conversationId) {
+  if (!conversationId) state.current = null;
   const main = shell("chat");
   const list = h("ul", { id: "conversation-list", class: "conversation-list" });
   const more = h("button", { type: "button", class: "secondary", id: "more-conversations", hidden: true, onclick: () => loadConversations(list, more, true) }, "Load more");
