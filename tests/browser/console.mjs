@@ -108,6 +108,8 @@ async function adminScenario() {
   // API keys: issue one (models: demo only; 60 rpm), see the secret once, copy it.
   await page.click("text=API keys");
   await page.waitForSelector("#issue-key-form");
+  // Owned by the registered user (not the bootstrap admin, whom other test modules share).
+  await page.selectOption("#key-user", { label: USER_EMAIL });
   await page.fill("#key-name", "browser-key");
   await page.check('input[name="key-models-mode"][value="some"]');
   await page.check('input[name="key-models"][value="demo"]');

@@ -50,6 +50,7 @@ def test_console_page_and_assets_are_served_with_a_strict_csp(console_server: Co
             assert response.status_code == 200, asset
             assert kind in response.headers["content-type"]
             assert response.headers["content-security-policy"] == csp
+            assert "no-cache" in response.headers["cache-control"]
             # Nothing remote: no CDN, no external font, no inline handler attributes.
             assert not re.search(r"https?://(?!www\.w3\.org/2000/svg)", response.text), asset
         assert "onclick=" not in page.text
@@ -76,6 +77,7 @@ def test_admin_signs_in_manages_users_and_issues_a_key_used_by_the_openai_sdk(
     assert secret.startswith("sk-")
     assert seen["clipboard"] == secret
     assert "browser-key" in seen["keyRow"]
+    assert console_server.user_email in seen["keyRow"]
     assert "demo" in seen["keyRow"]
     assert "60 rpm" in seen["keyRow"]
     assert secret not in seen["keyRow"]

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from litestar import Response, Router, get
+from litestar.datastructures import CacheControlHeader
 from litestar.static_files import create_static_files_router
 
 CONSOLE_DIR = Path(__file__).resolve().parent / "console"
@@ -62,6 +63,8 @@ def console_route_handlers() -> list[Any]:
         directories=[CONSOLE_DIR],
         name="console",
         html_mode=True,
+        # Revalidate every time: an upgraded server never runs with yesterday's scripts.
+        cache_control=CacheControlHeader(no_cache=True),
         after_request=_add_security_headers,
         include_in_schema=False,
     )
