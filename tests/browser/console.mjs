@@ -218,7 +218,7 @@ async function chatScenario() {
   await page.fill("#composer", "What is 6*7?");
   await page.press("#composer", "Enter");
   await page.locator('.tool-card .status').filter({ hasText: "success" }).waitFor();
-  await page.locator("#run-status[data-status=completed]").waitFor();
+  await page.locator(".run-end[data-status=completed]").last().waitFor();
   result.calculatorCard = await page.locator(".tool-card").first().innerText();
   result.answer = await page.locator(".msg.assistant").last().innerText();
   await shot(page, "chat-calculator");
@@ -246,7 +246,7 @@ async function chatScenario() {
   result.approvalAfterReload = await page.locator("#approval").innerText();
   await shot(page, "approval-after-reload");
   await page.click("#approval button.approve");
-  await page.locator("#run-status[data-status=completed]").waitFor();
+  await page.locator(".run-end[data-status=completed]").last().waitFor();
   result.afterApproval = await page.locator("#messages").innerText();
   await shot(page, "approval-approved-run-finished");
   await page.context().close();

@@ -560,7 +560,7 @@ class ConversationView {
         }
         break;
       case "run.completed":
-        this.log.append(h("div", { class: `run-end ${data.status}`, id: "run-status", dataset: { status: data.status } },
+        this.log.append(h("div", { class: `run-end ${data.status}`, role: "status", dataset: { status: data.status } },
           data.status === "completed" ? `Run completed${data.usage && data.usage.total_tokens ? ` · ${data.usage.total_tokens} tokens` : ""}`
             : data.status === "requires_approval" ? "Waiting for approval"
               : `Run ${data.status}${data.error ? `: ${data.error.message || data.error.code || ""}` : ""}`));
