@@ -195,6 +195,23 @@ async function narrowScenario() {
     box.remove();
     return seen;
   });
+  // The agent event stream parser the chat uses, fed a stream cut every 7 bytes.
+  result.sse = await page.evaluate(async () => {
+    const { readEventStream } = await import("/console/api.js");
+    const text = ": ping\r\nevent: run.started\r\nid: 1\r\ndata: {\"run_id\": \"r\"}\r\n\r\n"
+      + "event: message.delta\nid: 2\ndata: {\"delta\":\ndata: \"é ✓\"}\n\n"
+      + "event: done\rid: 3\rdata: [DONE]\r\r";
+    const bytes = new TextEncoder().encode(text);
+    const body = new ReadableStream({
+      start(controller) {
+        for (let i = 0; i < bytes.length; i += 7) controller.enqueue(bytes.slice(i, i + 7));
+        controller.close();
+      },
+    });
+    const events = [];
+    await readEventStream(body, (name, data, id) => events.push([name, data, id]));
+    return events;
+  });
   await shot(page, "narrow-signed-in-with-key");
   await page.click("#sign-out");
   await page.waitForSelector("#sign-in");

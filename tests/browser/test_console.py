@@ -130,6 +130,11 @@ def test_phone_screen_api_key_sign_in_safe_markdown_and_sign_out(
     assert "<img src=x onerror=alert(1)>" in markdown["text"]
     assert "[bad](javascript:alert(1))" in markdown["text"]
     assert not markdown["alerted"]
+    assert seen["sse"] == [
+        ["run.started", {"run_id": "r"}, "1"],
+        ["message.delta", {"delta": "é ✓"}, "2"],
+        ["done", "[DONE]", "3"],
+    ]
     assert seen["afterSignOut"] == "Signed out."
     assert seen["storageAfterSignOut"] == 0
     allowed = {(404, "/v1/conversations")} if "conversations-unavailable" in seen.get("chatState", "") else set()

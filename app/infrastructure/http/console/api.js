@@ -185,36 +185,49 @@ class Client {
       response = await fetch(path, init());
     }
     if (!response.ok) await this.parse(response);
-    const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
-    let buffer = "";
-    let event = { name: "message", data: [], id: null };
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      buffer += value;
-      let cut;
-      while ((cut = buffer.search(/\r\n|\r|\n/)) >= 0) {
-        const line = buffer.slice(0, cut);
-        buffer = buffer.slice(cut + (buffer[cut] === "\r" && buffer[cut + 1] === "\n" ? 2 : 1));
-        if (line === "") {
-          if (event.data.length) {
-            const text = event.data.join("\n");
-            let data = text;
-            try { data = JSON.parse(text); } catch { /* e.g. [DONE] */ }
-            onEvent(event.name, data, event.id);
-          }
-          event = { name: "message", data: [], id: null };
-        } else if (!line.startsWith(":")) {
-          const colon = line.indexOf(":");
-          const field = colon < 0 ? line : line.slice(0, colon);
-          const val = colon < 0 ? "" : line.slice(colon + 1).replace(/^ /, "");
-          if (field === "event") event.name = val;
-          else if (field === "data") event.data.push(val);
-          else if (field === "id") event.id = val;
-        }
+    await readEventStream(response.body, onEvent);
+  }
+}
+
+// Parses a text/event-stream body (named events, `id:`, multi-line `data:`, `:` comments,
+// any line ending, chunks cut anywhere) and calls onEvent(name, data, id) per event, with
+// data parsed as JSON when it is JSON (`[DONE]` stays a string).
+export async function readEventStream(body, onEvent) {
+  const reader = body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "";
+  let event = { name: "message", data: [], id: null };
+  const line = (text) => {
+    if (text === "") {
+      if (event.data.length) {
+        const raw = event.data.join("\n");
+        let data = raw;
+        try { data = JSON.parse(raw); } catch { /* e.g. [DONE] */ }
+        onEvent(event.name, data, event.id);
       }
+      event = { name: "message", data: [], id: null };
+    } else if (!text.startsWith(":")) {
+      const colon = text.indexOf(":");
+      const field = colon < 0 ? text : text.slice(0, colon);
+      const value = colon < 0 ? "" : text.slice(colon + 1).replace(/^ /, "");
+      if (field === "event") event.name = value;
+      else if (field === "data") event.data.push(value);
+      else if (field === "id") event.id = value;
+    }
+  };
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    buffer += value;
+    let cut;
+    // A lone "\r" at the end of a chunk may be the first half of "\r\n": wait for more.
+    while ((cut = buffer.search(/\r\n|\r(?=[^\n])|\n/)) >= 0) {
+      const width = buffer.startsWith("\r\n", cut) ? 2 : 1;
+      line(buffer.slice(0, cut));
+      buffer = buffer.slice(cut + width);
     }
   }
+  if (buffer) line(buffer.replace(/\r$/, ""));
+  line("");
 }
 
 export const api = new Client();
