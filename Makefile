@@ -7,11 +7,12 @@ UV_VERSION := 0.13.9
 INSTALLED := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run serve test test-unit test-integration test-e2e lint format migrate lock clean docker-up docker-down node-deps bench bench-quick bench-baseline
+.PHONY: help install run serve test test-unit test-integration test-e2e lint format migrate lock clean docker-up docker-down node-deps bench bench-quick bench-baseline test-browser browser-deps
 
 help:
 	@echo "make run      serve on http://127.0.0.1:8000 (embedded Postgres, demo LLM unless configured)"
 	@echo "make test     install and run every test tier (real Postgres and Redis)"
+	@echo "make test-browser  the console in headless Chromium (installs Debian's chromium and playwright-core)"
 	@echo "make lint     ruff, mypy --strict, import-linter"
 	@echo "make migrate  upgrade the database schema to head"
 	@echo "make bench    the gateway against a mock upstream, DIRECT vs THROUGH; writes docs/benchmarks.md"
@@ -53,8 +54,24 @@ $(NODE_DEPS): tests/node/package.json tests/node/package-lock.json
 
 node-deps: $(NODE_DEPS)
 
-test: $(INSTALLED) node-deps
+# The console's browser tests (tests/browser): Debian's Chromium (apt; never a browser download)
+# and playwright-core from the committed lock, which drives it with an explicit executable path.
+CHROMIUM ?= /usr/bin/chromium
+BROWSER_DEPS := tests/browser/node_modules/.package-lock.json
+$(BROWSER_DEPS): tests/browser/package.json tests/browser/package-lock.json
+	npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error
+
+$(CHROMIUM):
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium || \
+	  { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }
+
+browser-deps: $(BROWSER_DEPS) $(CHROMIUM)
+
+test: $(INSTALLED) node-deps browser-deps
 	$(BIN)/pytest
+
+test-browser: $(INSTALLED) browser-deps
+	$(BIN)/pytest tests/browser
 
 test-unit: $(INSTALLED)
 	$(BIN)/pytest tests/unit

@@ -26,6 +26,7 @@ from app.application.usage import GetUsage
 from app.domain.errors import DomainError
 from app.infrastructure.container import Container
 from app.infrastructure.http.auth import CredentialAuthenticationMiddleware
+from app.infrastructure.http.console import console_route_handlers
 from app.infrastructure.http.controllers.conversations import ConversationsController, ToolExecutionsController
 from app.infrastructure.http.controllers.identity import AdminUsersController, ApiKeyController, AuthController
 from app.infrastructure.http.controllers.openai import OpenAIController
@@ -121,6 +122,7 @@ def build_http_app(container: Container, extra_route_handlers: Sequence[Any] = (
             ConversationsController,
             ToolExecutionsController,
             UsageController,
+            *console_route_handlers(),
             *extra_route_handlers,
         ],
         dependencies={name: _provide(value) for name, value in provided.items()},

@@ -1,0 +1,167 @@
+"""The web console in a real browser (Debian's headless Chromium, driven by playwright-core
+from tests/browser/console.mjs) against the real app on 127.0.0.1.
+
+`make test` installs Chromium (apt) and playwright-core (npm ci, committed lock); no test
+downloads a browser. Screenshots of every step: test-output/browser/<test>/.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import httpx
+import openai
+import pytest
+
+from tests.browser.conftest import APPROVAL_MODEL, ConsoleServer
+from tests.support.fake_upstream import UpstreamScript
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def _unexpected_console_errors(result: dict[str, Any], allowed: set[tuple[int, str]]) -> list[dict[str, str]]:
+    """Console errors other than the failed requests this scenario causes on purpose."""
+    unexpected = []
+    for error in result["consoleErrors"]:
+        match = re.match(r"Failed to load resource: the server responded with a status of (\d+)", error["text"])
+        if match and (int(match.group(1)), urlparse(error["url"]).path) in allowed:
+            continue
+        unexpected.append(error)
+    return unexpected
+
+
+def test_console_page_and_assets_are_served_with_a_strict_csp(console_server: ConsoleServer) -> None:
+    with httpx.Client(base_url=console_server.base_url, timeout=10) as http:
+        page = http.get("/")
+        assert page.status_code == 200
+        assert page.headers["content-type"].startswith("text/html")
+        csp = page.headers["content-security-policy"]
+        assert "script-src 'self'" in csp
+        assert "default-src 'none'" in csp
+        assert "unsafe-inline" not in csp
+        assert "http" not in csp  # no remote origin allowed
+        assert page.headers["x-content-type-options"] == "nosniff"
+        assert '<script type="module" src="/console/app.js">' in page.text
+        for asset, kind in (("app.js", "javascript"), ("api.js", "javascript"), ("app.css", "text/css")):
+            response = http.get(f"/console/{asset}")
+            assert response.status_code == 200, asset
+            assert kind in response.headers["content-type"]
+            assert response.headers["content-security-policy"] == csp
+            assert "no-cache" in response.headers["cache-control"]
+            # Nothing remote: no CDN, no external font, no inline handler attributes.
+            assert not re.search(r"https?://(?!www\.w3\.org/2000/svg)", response.text), asset
+        assert "onclick=" not in page.text
+        # Unknown paths stay 404 in the contract's shape (the console does not swallow them).
+        missing = http.get("/v1/no-such-thing")
+        assert missing.status_code == 404
+        assert missing.json()["error"]["type"] == "not_found_error"
+
+
+def test_admin_signs_in_manages_users_and_issues_a_key_used_by_the_openai_sdk(
+    console_server: ConsoleServer, output_dir: Path
+) -> None:
+    seen = console_server.drive("admin", output_dir)
+
+    assert "script-src 'self'" in seen["csp"]
+    wrong = seen["wrongPasswordError"]
+    assert "Invalid" in wrong or "incorrect" in wrong.lower(), wrong
+    assert re.match(r"Rate limited: too many requests\. Try again in \d+ (s|min)\.$", seen["rateLimitError"])
+    assert "root@example.com" in seen["whoAfterSignIn"]
+    assert seen["adminNav"] == ["Chat", "Users", "API keys", "Usage"]
+    assert seen["afterDeactivate"] == "deactivated"
+    assert seen["afterMakeAdmin"] == "admin"
+    # The secret: shown once, copyable, gone after "Done", never stored by the page.
+    secret = seen["secret"]
+    assert secret.startswith("sk-")
+    assert seen["clipboard"] == secret
+    assert "browser-key" in seen["keyRow"]
+    assert console_server.user_email in seen["keyRow"]
+    assert "demo" in seen["keyRow"]
+    assert "60 rpm" in seen["keyRow"]
+    assert secret not in seen["keyRow"]
+    assert seen["secretGoneAfterDismiss"]
+    assert not seen["secretInPageAfterReload"]
+    assert not seen["secretInStorage"]
+    assert seen["usageCompletionStatus"] == 200
+    assert seen["usageChart"], "the usage page did not chart the completion just made"
+    assert seen["refreshed"], "the console did not trade its refresh token for a new pair"
+    assert seen["stillSignedInAfterRefresh"]
+    assert seen["expiredSessionMessage"] == "Your session has expired or was ended. Please sign in again."
+
+    # The key works with the official SDK against the same server, narrowed to its scope.
+    client = openai.OpenAI(base_url=f"{console_server.base_url}/v1", api_key=secret, max_retries=0, timeout=10)
+    answer = client.chat.completions.create(model="demo", messages=[{"role": "user", "content": "Hello there"}])
+    assert answer.choices[0].message.content
+    assert "demo model" in answer.choices[0].message.content
+    with pytest.raises(openai.PermissionDeniedError) as refused:
+        client.chat.completions.create(model=APPROVAL_MODEL, messages=[{"role": "user", "content": "hi"}])
+    assert refused.value.code == "model_not_allowed"
+
+    allowed = {
+        (401, "/v1/auth/login"),  # wrong password, on purpose
+        (429, "/v1/auth/login"),  # throttled, on purpose
+        (401, "/v1/admin/users"),  # the session was ended elsewhere, on purpose
+        (401, "/v1/auth/refresh"),  # ... so its refresh token is refused too
+    }
+    if seen["conversationsUnavailable"]:
+        allowed.add((404, "/v1/conversations"))
+    if seen["usageUnavailable"]:
+        allowed.add((404, "/v1/usage"))
+    assert _unexpected_console_errors(seen, allowed) == []
+    assert len(seen["screenshots"]) >= 9
+
+
+def test_phone_screen_api_key_sign_in_safe_markdown_and_sign_out(
+    console_server: ConsoleServer, output_dir: Path
+) -> None:
+    headers = console_server.admin_headers()
+    with httpx.Client(base_url=console_server.base_url, timeout=10) as http:
+        issued = http.post("/v1/api-keys", json={"name": "phone"}, headers=headers)
+        assert issued.status_code == 201, issued.text
+    seen = console_server.drive("narrow", output_dir, CONSOLE_API_KEY=issued.json()["key"])
+
+    assert "(API key)" in seen["narrowWho"]
+    assert seen["narrowNav"] == ["Chat", "Users", "API keys", "Usage"]  # the key's user is the admin
+    assert seen["narrowOverflow"] <= 0, "the page scrolls sideways on a phone"
+    markdown = seen["markdown"]
+    assert markdown["elements"] == ["P", "STRONG", "EM", "CODE", "PRE", "CODE", "UL", "LI", "A", "LI"]
+    assert markdown["links"] == ["https://example.com/"]
+    assert "<img src=x onerror=alert(1)>" in markdown["text"]
+    assert "[bad](javascript:alert(1))" in markdown["text"]
+    assert not markdown["alerted"]
+    assert seen["sse"] == [
+        ["run.started", {"run_id": "r"}, "1"],
+        ["message.delta", {"delta": "é ✓"}, "2"],
+        ["done", "[DONE]", "3"],
+    ]
+    assert seen["afterSignOut"] == "Signed out."
+    assert seen["storageAfterSignOut"] == 0
+    allowed = {(404, "/v1/conversations")} if "conversations-unavailable" in seen.get("chatState", "") else set()
+    assert _unexpected_console_errors(seen, allowed) == []
+
+
+def test_chat_streams_a_calculator_card_and_an_approval_survives_a_reload(
+    console_server: ConsoleServer, output_dir: Path
+) -> None:
+    """The chat against the real conversations API: a calculator tool card, a streamed answer,
+    an approval that survives a page reload, approved, and the run finishing."""
+    # The approval model asks for http_get (which needs approval), then answers.
+    console_server.upstream.reset(
+        UpstreamScript(words=["Fetched", "after", "approval."]),
+        UpstreamScript(words=[], tool_calls=[("http_get", '{"url": "https://example.com/"}')]),
+    )
+    seen = console_server.drive("chat", output_dir)
+
+    assert "calculator" in seen["calculatorCard"]
+    assert "success" in seen["calculatorCard"]
+    assert re.search(r"\d+ ms", seen["calculatorCard"])
+    assert "42" in seen["answer"]
+    assert seen["shiftEnterValue"] == "first line\nsecond line"
+    for text in (seen["approvalBeforeReload"], seen["approvalAfterReload"]):
+        assert "http_get" in text
+        assert "https://example.com/" in text
+    assert "Fetched after approval." in seen["afterApproval"]
+    assert _unexpected_console_errors(seen, set()) == []
