@@ -92,6 +92,8 @@ def build_container(settings: Settings, *, tools: ToolRegistry | None = None) ->
             catalog,
             MeteredUsageRecorder(usage_recorder, metrics),
             registry,
+            rate_limits=rate_limits,
+            default_max_tokens=settings.rate_limit.default_max_tokens,
         ),
     )
 

@@ -65,7 +65,10 @@ def start_server(database_url: str, redis_url: str, models: Path, port: int, log
 async def usage_statuses(database_url: str, user_id: str) -> list[str]:
     conn = await asyncpg.connect(database_url.replace("postgresql+asyncpg://", "postgresql://", 1))
     try:
-        rows = await conn.fetch("SELECT status FROM usage_records WHERE user_id = $1::uuid", user_id)
+        # Only this test routes to "slow-model" (the admin user is shared with other tests).
+        rows = await conn.fetch(
+            "SELECT status FROM usage_records WHERE user_id = $1::uuid AND model = 'slow-model'", user_id
+        )
     finally:
         await conn.close()
     return [row["status"] for row in rows]

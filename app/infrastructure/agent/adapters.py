@@ -19,6 +19,7 @@ from typing import Any
 import structlog
 
 from app.application.agent.ports import ToolOutcome
+from app.application.llm.limits import AdmitChatCompletion
 from app.application.llm.types import ChatRequest, ModelCatalog
 from app.application.llm.use_cases import CreateChatCompletion
 from app.application.ports import AgentUnitOfWorkFactory
@@ -33,9 +34,14 @@ _NOT_PERMITTED_CODES = frozenset({"tool_not_allowed"})
 class GatewayAgentModel:
     """The agent's model port over the gateway's streaming completion use case."""
 
-    def __init__(self, chat: CreateChatCompletion, catalog: ModelCatalog) -> None:
+    def __init__(
+        self, chat: CreateChatCompletion, catalog: ModelCatalog, admit: AdmitChatCompletion | None = None
+    ) -> None:
         self._chat = chat
         self._catalog = catalog
+        # Rate limits: every model call of a run is admitted like a /v1/chat/completions stream
+        # (one decision, a stream lease) and settled with the turn's real usage.
+        self._admit = admit
 
     def is_known(self, model: str) -> bool:
         return self._catalog.get(model) is not None
@@ -68,12 +74,20 @@ class GatewayAgentModel:
             include_usage=True,
             request_id=request_id if isinstance(request_id, str) else None,
         )
-        stream = await self._chat.stream(principal, request)
+        admission = await self._admit(principal, request) if self._admit is not None else None
+        try:
+            stream = await self._chat.stream(principal, request)
+        except BaseException:
+            if admission is not None:
+                await admission.finish(used_tokens=0)  # nothing was produced: refund the reservation
+            raise
         chunks = stream.__aiter__()
         try:
             async for chunk in chunks:
                 yield chunk
         finally:
+            if admission is not None:
+                await admission.finish(used_tokens=stream.usage.total_tokens)
             aclose = getattr(chunks, "aclose", None)
             if aclose is not None:
                 await aclose()

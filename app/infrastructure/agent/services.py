@@ -17,6 +17,7 @@ from app.application.agent.executions import ListToolExecutions
 from app.application.agent.loop import AgentLoop
 from app.application.agent.ports import AgentLimits, RunSignals
 from app.application.agent.runs import CancelRun, PostMessage, SubmitApprovals
+from app.application.llm.limits import AdmitChatCompletion
 from app.application.llm.types import ModelCatalog, UsageRecorder
 from app.application.llm.use_cases import CreateChatCompletion
 from app.application.ports import AgentUnitOfWorkFactory
@@ -27,6 +28,7 @@ from app.infrastructure.agent.adapters import (
     PersistentToolExecutionRecorder,
     RegistryToolRunner,
 )
+from app.infrastructure.ratelimit.resilient import RateLimiters
 from app.infrastructure.security.clock import SystemClock
 
 
@@ -74,11 +76,26 @@ def build_agent_services(
     catalog: ModelCatalog,
     usage_recorder: UsageRecorder,
     tools: ToolRegistry,
+    *,
+    rate_limits: RateLimiters | None = None,
+    default_max_tokens: int = 4096,
 ) -> AgentServices:
     """`usage_recorder` is the gateway's (the agent's model calls are usage like any other)."""
     clock = SystemClock()
     limits = agent_limits(settings, catalog)
-    model = GatewayAgentModel(CreateChatCompletion(catalog, usage_recorder), catalog)
+    chat = CreateChatCompletion(catalog, usage_recorder)
+    admit = (
+        AdmitChatCompletion(
+            chat,
+            rate_limits.api,
+            api_keys=rate_limits.api_keys,
+            users=rate_limits.users,
+            default_max_tokens=default_max_tokens,
+        )
+        if rate_limits is not None
+        else None
+    )
+    model = GatewayAgentModel(chat, catalog, admit)
     # The loop writes tool_executions itself (with run, conversation and approver).
     runner = RegistryToolRunner(tools, ExecuteTool(tools))
     signals = RunSignals()

@@ -222,3 +222,23 @@ def test_idle_streams_get_pings_and_upstream_failures_are_error_events(agent_ser
     assert "sk-upstream" not in json.dumps(events)
     assert events[2]["data"]["status"] == "failed"
     assert events[2]["data"]["error"]["code"] == "upstream_error"
+
+
+def test_the_agent_model_calls_count_against_the_keys_rate_limit(agent_server: AgentServer) -> None:
+    """Every model call a run makes is admitted against the caller's limits like a chat
+    completion: with one request a minute, the first run completes; the next run's model call is
+    refused before anything reaches the upstream, and the run ends failed with
+    rate_limit_exceeded (the agent reports a run's failure in the run, as for any other)."""
+    agent_server.script(UpstreamScript(words=["first", "answer"]))
+    conversation = agent_server.new_conversation("one-per-minute")
+    with agent_server.http("one-per-minute") as http:
+        first = http.post(f"/v1/conversations/{conversation}/messages", json={"content": "hello"})
+        assert first.status_code == 200, first.text
+        assert first.json()["run"]["status"] == "completed"
+        calls = agent_server.upstream.request_count
+        second = http.post(f"/v1/conversations/{conversation}/messages", json={"content": "again"})
+    assert second.status_code == 200, second.text
+    run = second.json()["run"]
+    assert run["status"] == "failed"
+    assert run["error"]["code"] == "rate_limit_exceeded"
+    assert agent_server.upstream.request_count == calls, "a refused model call still went upstream"

@@ -116,16 +116,17 @@ def test_an_upstream_failure_before_anything_streamed_is_an_http_error(agent_ser
 
 
 def test_server_tools_requests_are_rate_limited_like_any_other(agent_server: AgentServer) -> None:
-    """A key's request limit holds on the server-tools path too: the first call carries the
-    x-ratelimit headers, the second within the minute is a 429 with Retry-After."""
-    agent_server.script(CALC, ANSWER)
+    """A key's request limit holds on the server-tools path too (each model call of the loop is
+    admitted): with one request a minute the first call answers, the second is a 429 with
+    Retry-After and never reaches the upstream."""
+    agent_server.script(ANSWER)
     body = {"model": MODEL, "messages": [{"role": "user", "content": "6 * 7?"}], "tools": CALCULATOR}
     with agent_server.http("one-per-minute") as http:
         first = http.post("/v1/chat/completions", json=body)
         assert first.status_code == 200, first.text
-        assert first.headers["x-ratelimit-limit-requests"] == "1"
-        assert first.headers["x-ratelimit-remaining-requests"] == "0"
+        calls = agent_server.upstream.request_count
         second = http.post("/v1/chat/completions", json=body)
-    assert second.status_code == 429
+    assert second.status_code == 429, second.text
     assert second.json()["error"]["code"] == "rate_limit_exceeded"
     assert int(second.headers["retry-after"]) >= 1
+    assert agent_server.upstream.request_count == calls

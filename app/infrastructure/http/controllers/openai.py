@@ -222,14 +222,9 @@ class OpenAIController(Controller):
     ) -> Response[Any]:
         principal = principal_of(request)
         if data.tools and (names := server_tool_names([t.model_dump(exclude_unset=True) for t in data.tools])):
-            # Server tools (name-only entries): the agent loop runs them (docs/api.md). The
-            # request is admitted like any other (model scope, then one rate-limit decision) and
-            # charged its token reservation; the loop's real usage is not settled against it.
-            raw = {k: v for k, v in (await request.json()).items() if k not in ("tools", "tool_choice")}
-            request_id = request.scope.get("state", {}).get("request_id")
-            admitted = await admit_chat(principal, chat_request_from(data, raw, request_id))
-            await admitted.finish()
-            served = await answer_with_server_tools(
+            # Server tools (name-only entries): the agent loop runs them (docs/api.md); each of its
+            # model calls is admitted against the caller's rate limits (GatewayAgentModel).
+            return await answer_with_server_tools(
                 request,
                 state,
                 principal,
@@ -239,8 +234,6 @@ class OpenAIController(Controller):
                 stream=bool(data.stream),
                 include_usage=bool(data.stream and data.stream_options and data.stream_options.include_usage),
             )
-            served.headers.update(admitted.headers)
-            return served
         # `data` (validated by Litestar, which documents it in OpenAPI) decides; the client's
         # own JSON, unknown fields included, is what gets forwarded.
         chat = chat_request_from(data, await request.json(), request.scope.get("state", {}).get("request_id"))
