@@ -277,6 +277,17 @@ async function chatScenario() {
   await page.locator(".run-end[data-status=completed]").last().waitFor();
   result.afterApproval = await page.locator("#messages").innerText();
   await shot(page, "approval-approved-run-finished");
+
+  // Cancel: a long answer is streaming; the Cancel button stops the run.
+  await page.fill("#composer", "Tell me a long story");
+  await page.press("#composer", "Enter");
+  await page.locator(".msg.assistant").filter({ hasText: "story1" }).last().waitFor();
+  result.cancelButtonShownWhileRunning = await page.isVisible("#cancel-run");
+  await page.click("#cancel-run");
+  await page.locator(".run-end[data-status=cancelled]").last().waitFor();
+  result.cancelledRunEnd = true;
+  result.partialAfterCancel = await page.locator(".msg.assistant").last().innerText();
+  await shot(page, "run-cancelled");
   await page.context().close();
 }
 

@@ -149,9 +149,12 @@ def test_chat_streams_a_calculator_card_and_an_approval_survives_a_reload(
     """The chat against the real conversations API: a calculator tool card, a streamed answer,
     an approval that survives a page reload, approved, and the run finishing."""
     # The approval model asks for http_get (which needs approval), then answers.
+    # In order: the approval model asks for http_get, answers after approval; then a long, slow
+    # answer that the Cancel button stops.
     console_server.upstream.reset(
-        UpstreamScript(words=["Fetched", "after", "approval."]),
+        UpstreamScript(words=[f"story{i}" for i in range(60)], chunk_delay=0.2),
         UpstreamScript(words=[], tool_calls=[("http_get", '{"url": "https://example.com/"}')]),
+        UpstreamScript(words=["Fetched", "after", "approval."]),
     )
     seen = console_server.drive("chat", output_dir)
 
@@ -164,4 +167,9 @@ def test_chat_streams_a_calculator_card_and_an_approval_survives_a_reload(
         assert "http_get" in text
         assert "https://example.com/" in text
     assert "Fetched after approval." in seen["afterApproval"]
+    # Cancel while the answer streams: the run ends cancelled, the partial answer stays shown.
+    assert seen["cancelButtonShownWhileRunning"]
+    assert seen["cancelledRunEnd"]
+    assert "story0" in seen["partialAfterCancel"]
+    assert "story59" not in seen["partialAfterCancel"]
     assert _unexpected_console_errors(seen, set()) == []
