@@ -144,6 +144,9 @@ def stack(server: str = "uvicorn", extra_env: dict[str, str] | None = None) -> I
         "JWT_SECRET": secrets.token_urlsafe(48),
         "API_KEY_PEPPER": secrets.token_urlsafe(48),
         "WORKERS": "1",
+        # Limits stay on (the decision is part of the measured path) but never refuse the bench:
+        # its key gets huge rpm/tpm when issued; concurrent streams per key are a setting.
+        "RATE_LIMIT_KEY_MAX_STREAMS": "100000",
     }
     mock_port, gateway_port = free_port(), free_port()
     env.update(

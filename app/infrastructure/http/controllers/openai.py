@@ -7,9 +7,6 @@ JSON or the ``text/event-stream`` of chunks.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import Coroutine
 from typing import Annotated, Any, Literal, TypeVar
 
 from litestar import Controller, MediaType, Request, Response, get, post
@@ -25,6 +22,7 @@ from app.application.llm.types import ChatRequest
 from app.application.llm.use_cases import CreateChatCompletion, GetModel, ListModels
 from app.domain.errors import DomainError, Unauthenticated
 from app.domain.principal import Principal
+from app.infrastructure.http.agent_stream import unless_disconnected
 from app.infrastructure.http.chat_limits import AdmittedStream, open_admitted, release_unsent_stream, settle_answer
 from app.infrastructure.http.errors import error_body, status_for
 from app.infrastructure.http.server_tools import answer_with_server_tools, server_tool_names
@@ -154,32 +152,6 @@ class ChatCompletionDoc(BaseModel):
 CLIENT_CLOSED_REQUEST = 499
 
 
-async def _unless_disconnected(request: Request[Any, Any, Any], work: Coroutine[Any, Any, T]) -> T | None:
-    """Runs `work`, cancelling it (and so its upstream request) if the client disconnects first.
-
-    The body has been read, so the next ASGI message can only be ``http.disconnect``.
-    """
-    task = asyncio.ensure_future(work)
-
-    async def disconnected() -> None:
-        while (await request.receive())["type"] != "http.disconnect":
-            pass
-
-    watcher = asyncio.ensure_future(disconnected())
-    try:
-        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        if not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        watcher.cancel()
-    if task.cancelled():
-        log.info("client_disconnected_before_answer")
-        return None
-    return task.result()
-
-
 def principal_of(request: Request[Any, Any, Any]) -> Principal:
     user = request.scope.get("user")
     if not isinstance(user, Principal):
@@ -242,14 +214,14 @@ class OpenAIController(Controller):
         if not chat.stream:
             async with admission:
                 work = settle_answer(admission, chat, chat_completion.complete(principal, chat))
-                answer = await _unless_disconnected(request, work)
+                answer = await unless_disconnected(request, work)
             if answer is None:
                 # Nobody is listening any more; 499 is what the access log will show.
                 return Response(b"", status_code=CLIENT_CLOSED_REQUEST)
             return Response(answer, media_type=MediaType.JSON, headers=admission.headers)
         # Waiting for the upstream's first chunk: a disconnect now cancels it too.
         opening = open_admitted(admission, chat, chat_completion.stream(principal, chat))
-        stream = await _unless_disconnected(request, opening)
+        stream = await unless_disconnected(request, opening)
         if stream is None:
             await admission.finish()  # no-op unless the opening never got to run
             return Response(b"", status_code=CLIENT_CLOSED_REQUEST)
