@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,6 +23,28 @@ NODE_DIR = Path(__file__).resolve().parents[2] / "node"
 
 def _node_ready() -> bool:
     return shutil.which("node") is not None and (NODE_DIR / "node_modules" / "openai").is_dir()
+
+
+def run_node_script(script: str, gateway_server: GatewayServer) -> dict[str, Any]:
+    """Run a node script of tests/node against the gateway (as an OpenAI client with a real API
+    key); its last stdout line is a JSON summary of what the SDK saw."""
+    result = subprocess.run(
+        ["node", script],
+        cwd=NODE_DIR,
+        env={
+            **os.environ,
+            "OPENAI_BASE_URL": f"{gateway_server.base_url}/v1",
+            "OPENAI_API_KEY": gateway_server.api_key(),
+            "MODEL": "fake-model",
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
+    return summary
 
 
 def _install() -> None:
@@ -37,22 +60,7 @@ def test_node_sdk_streams_tool_calls(gateway_server: GatewayServer) -> None:
     calls = [("get_weather", '{"city": "Paris"}'), ("get_weather", '{"city": "Oslo"}')]
     script = UpstreamScript(words=[], tool_calls=calls, repeat_tool_call_fields=True, vary_ids=True)
     gateway_server.upstream.reset(script)
-    result = subprocess.run(
-        ["node", "stream_tool_call.mjs"],
-        cwd=NODE_DIR,
-        env={
-            **os.environ,
-            "OPENAI_BASE_URL": f"{gateway_server.base_url}/v1",
-            "OPENAI_API_KEY": gateway_server.api_key(),
-            "MODEL": "fake-model",
-        },
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    summary = run_node_script("stream_tool_call.mjs", gateway_server)
     assert len(summary["ids"]) == 1
     assert summary["finishReason"] == "tool_calls"
     assert summary["lastChoices"] == 0

@@ -5,15 +5,12 @@ Installed with the openai npm package by `make test` (tests/node); skipped only 
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
-import subprocess
 
 import pytest
 
 from tests.e2e.gateway.conftest import GatewayServer
-from tests.e2e.gateway.test_node_sdk import NODE_DIR, _install
+from tests.e2e.gateway.test_node_sdk import NODE_DIR, _install, run_node_script
 from tests.support.fake_upstream import UpstreamScript
 
 
@@ -27,22 +24,7 @@ def test_vercel_ai_sdk_streams_text_and_tool_calls(gateway_server: GatewayServer
         UpstreamScript(),
         UpstreamScript(words=[], tool_calls=calls, repeat_tool_call_fields=True, vary_ids=True),
     )
-    result = subprocess.run(
-        ["node", "vercel_ai_stream.mjs"],
-        cwd=NODE_DIR,
-        env={
-            **os.environ,
-            "OPENAI_BASE_URL": f"{gateway_server.base_url}/v1",
-            "OPENAI_API_KEY": gateway_server.api_key(),
-            "MODEL": "fake-model",
-        },
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    summary = run_node_script("vercel_ai_stream.mjs", gateway_server)
     assert summary["errors"] == []
     assert summary["answer"] == "Hello from the fake upstream."
     assert summary["usage"]["inputTokens"] == 11
