@@ -7,7 +7,7 @@ On SIGTERM (or SIGINT) the process enters *draining*:
   keep-alive connection is refused with 503 ``shutting_down`` (``/health`` keeps answering);
 - running streams may go on until the drain deadline (``SHUTDOWN_DRAIN_SECONDS``); at the
   deadline `Drain.expired` is set, and stream relays watching it end with an error event and
-  store what was produced (see `until_drained`);
+  store what was produced (see `batches_with_heartbeat` in ``http/sse.py``);
 - then the lifespan closes: queues (usage records, last-used) are flushed, pools closed.
 
 uvicorn owns the signal handlers; we chain ours in front of its (main thread only), so both
@@ -19,16 +19,14 @@ from __future__ import annotations
 import asyncio
 import signal
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import Callable
 from types import FrameType
-from typing import Any, TypeVar
+from typing import Any
 
 from app.application.health import CheckReadiness
-from app.domain.errors import ServiceUnavailable
 from app.infrastructure.observability.logging import get_logger
 
 log = get_logger(__name__)
-T = TypeVar("T")
 HANDLED = (signal.SIGTERM, signal.SIGINT)
 
 
@@ -43,6 +41,7 @@ class Drain:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._previous: dict[int, Any] = {}
+        self._on_expiry: set[Callable[[], None]] = set()
 
     def install(self) -> None:
         """Chain our handler in front of the current (uvicorn's) SIGTERM/SIGINT handlers."""
@@ -76,40 +75,27 @@ class Drain:
         self._readiness.draining = True
         log.info("shutdown_draining", drain_seconds=self.drain_seconds)
         if self._loop is not None:
-            self._timer = self._loop.call_later(self.drain_seconds, self.expired.set)
+            self._timer = self._loop.call_later(self.drain_seconds, self._expire)
         else:
-            self.expired.set()
+            self._expire()
+
+    def _expire(self) -> None:
+        self.expired.set()
+        for callback in list(self._on_expiry):
+            callback()
+        self._on_expiry.clear()
+
+    def on_expiry(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Calls `callback` when the drain deadline passes (soon, if it has); returns its removal.
+
+        Relays register one callback per stream instead of racing every item against
+        `expired` (a task and an `asyncio.wait` per chunk)."""
+        if self.expired.is_set():
+            asyncio.get_running_loop().call_soon(callback)
+            return _nothing
+        self._on_expiry.add(callback)
+        return lambda: self._on_expiry.discard(callback)
 
 
-async def until_drained(source: AsyncIterator[T], drain: Drain) -> AsyncIterator[T]:
-    """Relay `source` until it ends or the drain deadline passes.
-
-    At the deadline `source` is closed (which cancels its upstream call and lets it store
-    what it produced) and `ServiceUnavailable("shutting_down")` is raised: every relay already
-    renders a domain error as the stream's in-band error event, then ends it. However this
-    relay ends (the deadline, the consumer going away, an error), the pending read is cancelled
-    and `source` closed, so nothing keeps running behind a closed stream.
-    """
-    iterator = source.__aiter__()
-    expired = asyncio.ensure_future(drain.expired.wait())
-    following: asyncio.Future[T] | None = None
-    try:
-        while True:
-            following = asyncio.ensure_future(iterator.__anext__())
-            done, _ = await asyncio.wait({following, expired}, return_when=asyncio.FIRST_COMPLETED)
-            if following not in done:
-                raise ServiceUnavailable("The server is shutting down; the stream was ended.", code="shutting_down")
-            try:
-                item = following.result()
-            except StopAsyncIteration:
-                return
-            following = None
-            yield item
-    finally:
-        expired.cancel()
-        if following is not None and not following.done():
-            following.cancel()
-            await asyncio.gather(following, return_exceptions=True)
-        closer = getattr(iterator, "aclose", None)
-        if closer is not None:
-            await closer()
+def _nothing() -> None:
+    pass

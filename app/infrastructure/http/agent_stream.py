@@ -14,7 +14,7 @@ import json
 from collections.abc import AsyncIterator, Coroutine
 from typing import Any, TypeVar
 
-from litestar import Request
+from litestar.types import Receive
 
 from app.application.agent.events import INTERNAL, INTERNAL_MESSAGE, AgentEvent, ErrorEvent
 from app.application.agent.runs import RunStream
@@ -23,7 +23,7 @@ from app.infrastructure.http.errors import error_body, status_for
 from app.infrastructure.http.sse import HEARTBEAT, PING, with_heartbeat
 from app.infrastructure.observability.logging import get_logger
 from app.infrastructure.observability.metrics import Metrics
-from app.infrastructure.shutdown import Drain, until_drained
+from app.infrastructure.shutdown import Drain
 
 log = get_logger(__name__)
 T = TypeVar("T")
@@ -93,7 +93,7 @@ class SseRendering:
         seq = 0
         self._metrics.active_streams.inc()
         try:
-            async for item in with_heartbeat(until_drained(_Events(self._stream), self._drain), self._heartbeat):
+            async for item in with_heartbeat(_Events(self._stream), self._heartbeat, drain=self._drain):
                 if item is HEARTBEAT:
                     yield PING
                     continue
@@ -115,13 +115,13 @@ class SseRendering:
             await self._stream.aclose()
 
 
-async def unless_disconnected(request: Request[Any, Any, Any], work: Coroutine[Any, Any, T]) -> T | None:
+async def unless_disconnected(receive: Receive, work: Coroutine[Any, Any, T]) -> T | None:
     """Runs `work`; cancels it (and so the run it drives) if the client disconnects first.
     The body has been read, so the next ASGI message can only be ``http.disconnect``."""
     task = asyncio.ensure_future(work)
 
     async def disconnected() -> None:
-        while (await request.receive())["type"] != "http.disconnect":
+        while (await receive())["type"] != "http.disconnect":
             pass
 
     watcher = asyncio.ensure_future(disconnected())

@@ -12,9 +12,11 @@ from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.exceptions import HTTPException
 from litestar.middleware import DefineMiddleware
+from litestar.middleware._internal.cors import CORSMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
+from litestar.types import ASGIApp
 
 import app as app_package
 from app.application.llm.limits import AdmitChatCompletion
@@ -26,6 +28,8 @@ from app.application.usage import GetUsage
 from app.domain.errors import DomainError
 from app.infrastructure.container import Container
 from app.infrastructure.http.auth import CredentialAuthenticationMiddleware
+from app.infrastructure.http.chat_endpoint import PATH as CHAT_PATH
+from app.infrastructure.http.chat_endpoint import ChatCompletionsEndpoint
 from app.infrastructure.http.console import console_route_handlers
 from app.infrastructure.http.controllers.conversations import ConversationsController, ToolExecutionsController
 from app.infrastructure.http.controllers.identity import AdminUsersController, ApiKeyController, AuthController
@@ -67,6 +71,13 @@ def build_http_app(container: Container, extra_route_handlers: Sequence[Any] = (
     execute_tool = container.agent.execute_tool
     recorder: UsageRecorder = MeteredUsageRecorder(container.usage_recorder, container.metrics)
     chat_completion = CreateChatCompletion(container.model_catalog, recorder)
+    admit_chat = AdmitChatCompletion(
+        chat_completion,
+        container.rate_limits.api,
+        api_keys=container.rate_limits.api_keys,
+        users=container.rate_limits.users,
+        default_max_tokens=settings.rate_limit.default_max_tokens,
+    )
     # One instance of each per application; handlers receive them by name.
     provided: dict[str, object] = {
         "readiness": container.readiness,
@@ -76,15 +87,6 @@ def build_http_app(container: Container, extra_route_handlers: Sequence[Any] = (
         "execute_tool_batch": ExecuteToolBatch(execute_tool, concurrency=settings.tools.batch_concurrency),
         "list_models": ListModels(container.model_catalog),
         "get_model": GetModel(container.model_catalog),
-        "chat_completion": chat_completion,
-        # Rate limits and usage (docs/rate-limits.md).
-        "admit_chat": AdmitChatCompletion(
-            chat_completion,
-            container.rate_limits.api,
-            api_keys=container.rate_limits.api_keys,
-            users=container.rate_limits.users,
-            default_max_tokens=settings.rate_limit.default_max_tokens,
-        ),
         "get_usage": GetUsage(SqlAlchemyUsageRepository(container.session_factory)),
         "agent": container.agent,
     }
@@ -154,6 +156,23 @@ def build_http_app(container: Container, extra_route_handlers: Sequence[Any] = (
         debug=False,
         logging_config=None,  # structlog is configured once, in bootstrap
     )
+    # The hot path, served in front of the router (http/chat_endpoint.py); it hands requests
+    # with server tools back to the Litestar route. CORS, when configured, applies to it too.
+    litestar_handler = application.asgi_handler
+    chat_endpoint: ASGIApp = ChatCompletionsEndpoint(
+        fallback=litestar_handler,
+        authenticator=container.identity.authenticator,
+        chat_completion=chat_completion,
+        admit_chat=admit_chat,
+        metrics=container.metrics,
+        drain=container.drain,
+        heartbeat_seconds=settings.llm.llm_heartbeat_seconds,
+        max_body_bytes=settings.server.request_max_body_bytes,
+    )
+    if cors is not None:
+        chat_endpoint = CORSMiddleware(app=chat_endpoint, config=cors)
     # Outermost: sees every request, routed or not (see RequestContextMiddleware).
-    application.asgi_handler = RequestContextMiddleware(application.asgi_handler, container.metrics, container.drain)
+    application.asgi_handler = RequestContextMiddleware(
+        litestar_handler, container.metrics, container.drain, direct_routes={("POST", CHAT_PATH): chat_endpoint}
+    )
     return application

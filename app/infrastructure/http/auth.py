@@ -34,20 +34,40 @@ MAX_CREDENTIAL_LENGTH = 4096
 
 def credential_from(connection: ASGIConnection[Any, Any, Any, Any]) -> str | None:
     """`Authorization: Bearer <credential>`, else `X-API-Key`, else (WebSocket only) `?token=`."""
-    authorization = connection.headers.get("authorization")
+    credential = credential_from_headers(
+        connection.headers.get("authorization"), connection.headers.get(API_KEY_HEADER)
+    )
+    if credential is None and connection.scope["type"] == ScopeType.WEBSOCKET:
+        token = connection.query_params.get("token")
+        if token:
+            return str(token)
+    return credential
+
+
+def credential_from_headers(authorization: str | None, api_key: str | None) -> str | None:
+    """The credential of `Authorization: Bearer <credential>`, else of `X-API-Key`."""
     if authorization:
         scheme, _, value = authorization.strip().partition(" ")
         if scheme.lower() != "bearer" or not value.strip():
             raise Unauthenticated("Use 'Authorization: Bearer <token or API key>'.", code="invalid_token")
         return value.strip()
-    api_key = connection.headers.get(API_KEY_HEADER)
     if api_key:
         return api_key.strip()
-    if connection.scope["type"] == ScopeType.WEBSOCKET:
-        token = connection.query_params.get("token")
-        if token:
-            return str(token)
     return None
+
+
+async def authenticate_credential(authenticator: Authenticator, credential: str | None) -> Principal:
+    """The caller behind a credential (API key or JWT access token); 401 for none or a bad one."""
+    if credential is None:
+        raise Unauthenticated(
+            "Authentication required: send 'Authorization: Bearer <token or API key>' or 'X-API-Key'.",
+            code="invalid_api_key",
+        )
+    if len(credential) > MAX_CREDENTIAL_LENGTH:
+        raise Unauthenticated("The credential is not valid.", code="invalid_token")
+    if credential.startswith(API_KEY_MARK):
+        return await authenticator.api_key(credential)
+    return await authenticator.access_token(credential)
 
 
 class CredentialAuthenticationMiddleware(AbstractAuthenticationMiddleware):
@@ -63,18 +83,7 @@ class CredentialAuthenticationMiddleware(AbstractAuthenticationMiddleware):
         self._authenticator = authenticator
 
     async def authenticate_request(self, connection: ASGIConnection[Any, Any, Any, Any]) -> AuthenticationResult:
-        credential = credential_from(connection)
-        if credential is None:
-            raise Unauthenticated(
-                "Authentication required: send 'Authorization: Bearer <token or API key>' or 'X-API-Key'.",
-                code="invalid_api_key",
-            )
-        if len(credential) > MAX_CREDENTIAL_LENGTH:
-            raise Unauthenticated("The credential is not valid.", code="invalid_token")
-        if credential.startswith(API_KEY_MARK):
-            principal = await self._authenticator.api_key(credential)
-        else:
-            principal = await self._authenticator.access_token(credential)
+        principal = await authenticate_credential(self._authenticator, credential_from(connection))
         return AuthenticationResult(user=principal, auth=principal.credential.value)
 
 

@@ -7,13 +7,13 @@ hand the real usage to the `Admission` and make sure it is finished exactly once
   error refunds everything (0), a client disconnect charges the prompt estimate;
 - streaming, before the first chunk: `open_admitted` finishes the admission when opening
   fails (0) or the client leaves (prompt estimate);
-- streaming, afterwards: `AdmittedStream.relay` runs the SSE events inside ``async with
+- streaming, afterwards: `AdmittedStream.body` runs the SSE events inside ``async with
   admission`` (the lease is renewed while it runs, released on every ending) and settles with
-  what was produced (`ChatStream.usage`); `release_unsent_stream` (an ``after_response`` hook)
-  closes the body once the response is over: a body that never started (the client left in
-  between) finishes the admission there, and a body abandoned mid-stream (client gone while
-  a chunk was being sent) is closed at once instead of whenever the garbage collector gets to
-  it (a reference cycle could delay that for longer than any test or client waits).
+  what was produced (`ChatStream.usage`); `AdmittedStream.close`, once the response is over,
+  finishes the admission of a body that never started (the client left in between) and
+  closes a body abandoned mid-stream (client gone while a chunk was being sent) at once
+  instead of whenever the garbage collector gets to it (a reference cycle could delay that
+  for longer than any test or client waits).
 """
 
 from __future__ import annotations
@@ -22,15 +22,11 @@ import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator, Coroutine
 from typing import Any
 
-from litestar import Request
-
 from app.application.llm.limits import prompt_estimate, tokens_used
 from app.application.llm.types import ChatRequest, JSONObject
 from app.application.llm.use_cases import ChatStream
 from app.application.ratelimit import Admission
 from app.domain.errors import DomainError
-
-_STATE_KEY = "admitted_stream"
 
 
 async def settle_answer(admission: Admission, chat: ChatRequest, work: Coroutine[Any, Any, JSONObject]) -> JSONObject:
@@ -71,11 +67,6 @@ class AdmittedStream:
         self.started = False
         self.body = self._relay()
 
-    def attach(self, request: Request[Any, Any, Any]) -> AdmittedStream:
-        """Remember it on the request, for `release_unsent_stream`."""
-        setattr(request.state, _STATE_KEY, self)
-        return self
-
     async def _relay(self) -> AsyncGenerator[Any]:
         self.started = True
         async with self.admission:  # renews the lease while streaming; settles + releases on every exit
@@ -94,10 +85,3 @@ class AdmittedStream:
             await asyncio.shield(self.admission.finish(used_tokens=self._stream.usage.total_tokens))
         elif not self.admission.finished:
             await self.body.aclose()
-
-
-async def release_unsent_stream(request: Request[Any, Any, Any]) -> None:
-    """``after_response`` hook: a stream whose body never started still gives its lease back."""
-    admitted = getattr(request.state, _STATE_KEY, None)
-    if isinstance(admitted, AdmittedStream):
-        await admitted.close()

@@ -111,10 +111,13 @@ def status_for(exc: domain.DomainError) -> int:
 RATE_LIMIT_HEADERS_STATE = "rate_limit_headers"
 
 
-def handle_domain_error(request: Request[Any, Any, Any], exc: domain.DomainError) -> Response[dict[str, Any]]:
+def domain_error_response_parts(
+    exc: domain.DomainError, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, Any], dict[str, str]]:
+    """Status, body and headers of a domain error (``Retry-After`` and the rate-limit numbers
+    where they apply), on top of `headers` (those of an admitted request)."""
     status = status_for(exc)
-    admitted = getattr(request.state, RATE_LIMIT_HEADERS_STATE, None)
-    headers: dict[str, str] = dict(admitted) if isinstance(admitted, dict) else {}
+    headers = dict(headers or {})
     if isinstance(exc, RateLimitRefused):
         headers.update(exc.headers)  # the x-ratelimit-* numbers too, not only Retry-After
     elif isinstance(exc, domain.RateLimited):
@@ -125,21 +128,27 @@ def handle_domain_error(request: Request[Any, Any, Any], exc: domain.DomainError
             headers["x-should-retry"] = "false"
     if status == 503:
         headers["Retry-After"] = "1"
-    return error_response(status, exc.message, code=exc.code, param=exc.param, headers=headers or None)
+    return status, error_body(status, exc.message, code=exc.code, param=exc.param), headers
 
 
-def _validation_param(exc: ValidationException) -> tuple[str | None, str, str]:
-    """The first failing field, a readable message and a code out of Litestar's validation detail."""
-    extra = exc.extra
-    if isinstance(extra, list) and extra:
-        first = extra[0]
+def handle_domain_error(request: Request[Any, Any, Any], exc: domain.DomainError) -> Response[dict[str, Any]]:
+    admitted = getattr(request.state, RATE_LIMIT_HEADERS_STATE, None)
+    status, body, headers = domain_error_response_parts(exc, admitted if isinstance(admitted, dict) else None)
+    return Response(content=body, status_code=status, media_type=MediaType.JSON, headers=headers or None)
+
+
+def validation_error_parts(details: Any, fallback: str) -> tuple[str | None, str, str]:
+    """The first failing field, a readable message and a code out of a validation detail list
+    (``[{"key": "messages.0.role", "message": "..."}]``, as Litestar reports them)."""
+    if isinstance(details, list) and details:
+        first = details[0]
         if isinstance(first, dict):
             key = first.get("key")
-            message = str(first.get("message") or exc.detail)
+            message = str(first.get("message") or fallback)
             code = "missing_field" if "required" in message.lower() or "missing" in message.lower() else "invalid_value"
             param = str(key) if key else None
             return param, f"{param}: {message}" if param else message, code
-    return None, str(exc.detail), "invalid_value"
+    return None, fallback, "invalid_value"
 
 
 def handle_http_exception(  # noqa: PLR0911 - one branch per framework error kind
@@ -160,7 +169,7 @@ def handle_http_exception(  # noqa: PLR0911 - one branch per framework error kin
     if status == 400 and _looks_like_bad_json(exc):
         return error_response(400, "The request body is not valid JSON.", code="invalid_json")
     if isinstance(exc, ValidationException):
-        param, message, code = _validation_param(exc)
+        param, message, code = validation_error_parts(exc.extra, str(exc.detail))
         return error_response(400, message, code=code, param=param)
     if isinstance(exc, SerializationException):
         return error_response(400, "The request body is not valid JSON.", code="invalid_json")

@@ -54,10 +54,20 @@ _SHUTTING_DOWN = json.dumps(
 
 
 class RequestContextMiddleware:
-    def __init__(self, app: ASGIApp, metrics: Metrics, drain: Drain | None = None) -> None:
+    """`direct_routes` maps ``(method, path)`` to an ASGI app served instead of `app` (the hot
+    path, `ChatCompletionsEndpoint`); a trailing slash of the path does not matter."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        metrics: Metrics,
+        drain: Drain | None = None,
+        direct_routes: dict[tuple[str, str], ASGIApp] | None = None,
+    ) -> None:
         self._app = app
         self._metrics = metrics
         self._drain = drain
+        self._direct = dict(direct_routes or {})
         # The labelled children, looked up once per (route, method, status): `labels()` takes a
         # lock and builds a tuple key on every call. Routes are templates, so this stays small.
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
@@ -86,7 +96,11 @@ class RequestContextMiddleware:
             if self._drain is not None and self._drain.draining and scope.get("path") not in _ALWAYS_SERVED:
                 await _refuse_while_draining(scope, send_with_request_id)
                 return
-            await self._app(scope, receive, send_with_request_id)
+            app = self._app
+            if self._direct and scope["type"] == ScopeType.HTTP:
+                path: str = scope["path"]
+                app = self._direct.get((scope["method"], path.rstrip("/") if len(path) > 1 else path), app)
+            await app(scope, receive, send_with_request_id)
         finally:
             self._record(scope, status_holder[0], time.perf_counter() - started)
             structlog.contextvars.reset_contextvars(**tokens)

@@ -42,7 +42,6 @@ from app.infrastructure.http.errors import error_body, error_response, status_fo
 from app.infrastructure.http.sse import DONE, HEARTBEAT, PING, SSE_HEADERS, encode_data, with_heartbeat
 from app.infrastructure.observability.logging import get_logger
 from app.infrastructure.observability.metrics import Metrics
-from app.infrastructure.shutdown import until_drained
 
 log = get_logger(__name__)
 
@@ -112,7 +111,7 @@ async def _complete(request: Request[Any, Any, Any], run_stream: RunStream, mode
             await run_stream.aclose()
         return run, content, error
 
-    outcome = await unless_disconnected(request, read())
+    outcome = await unless_disconnected(request.receive, read())
     if outcome is None:
         await run_stream.aclose()
         return Response(b"", status_code=CLIENT_CLOSED_REQUEST)
@@ -154,7 +153,7 @@ async def _stream(
                 return event
         return None
 
-    first = await unless_disconnected(request, first_meaningful())
+    first = await unless_disconnected(request.receive, first_meaningful())
     if first is None:
         await run_stream.aclose()
         return Response(b"", status_code=CLIENT_CLOSED_REQUEST)
@@ -190,7 +189,7 @@ async def _stream(
         failed = False
         try:
             yield chunk({"role": "assistant", "content": ""})
-            async for item in with_heartbeat(until_drained(rest(), state.container.drain), heartbeat):
+            async for item in with_heartbeat(rest(), heartbeat, drain=state.container.drain):
                 if item is HEARTBEAT:
                     yield PING
                 elif isinstance(item, MessageDelta):

@@ -138,7 +138,7 @@ async def _answer(request: Request[Any, Any, Any], state: State, stream: RunStre
             headers=SSE_HEADERS,
             background=BackgroundTask(rendering.close_if_unread),
         )
-    result = await unless_disconnected(request, stream.collect())
+    result = await unless_disconnected(request.receive, stream.collect())
     if result is None:
         await stream.aclose()  # ends the run even if it never started
         return Response(b"", status_code=CLIENT_CLOSED_REQUEST)

@@ -9,27 +9,19 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, TypeVar
 
-from litestar import Controller, MediaType, Request, Response, get, post
+from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.openapi import ResponseSpec
 from litestar.params import FromPath, JSONBody
-from litestar.response import Stream
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from app.application.llm.limits import AdmitChatCompletion
 from app.application.llm.types import ChatRequest
-from app.application.llm.use_cases import CreateChatCompletion, GetModel, ListModels
-from app.domain.errors import DomainError, Unauthenticated
+from app.application.llm.use_cases import GetModel, ListModels
+from app.domain.errors import Unauthenticated
 from app.domain.principal import Principal
-from app.infrastructure.http.agent_stream import unless_disconnected
-from app.infrastructure.http.chat_limits import AdmittedStream, open_admitted, release_unsent_stream, settle_answer
-from app.infrastructure.http.errors import error_body, status_for
 from app.infrastructure.http.server_tools import answer_with_server_tools, server_tool_names
-from app.infrastructure.http.sse import DONE, PING, SSE_HEADERS, Heartbeat, batches_with_heartbeat, encode_data
 from app.infrastructure.observability.logging import get_logger
-from app.infrastructure.observability.metrics import Metrics
-from app.infrastructure.shutdown import until_drained
 
 log = get_logger(__name__)
 T = TypeVar("T")
@@ -182,68 +174,28 @@ class OpenAIController(Controller):
         description="OpenAI-compatible; `stream: true` answers with text/event-stream chunks.",
         status_code=200,
         responses={200: ResponseSpec(data_container=ChatCompletionDoc, description="The completion (JSON or SSE).")},
-        after_response=release_unsent_stream,
     )
     async def chat_completions(
-        self,
-        request: Request[Any, Any, Any],
-        state: State,
-        chat_completion: NamedDependency[CreateChatCompletion],
-        admit_chat: NamedDependency[AdmitChatCompletion],
-        data: JSONBody[ChatCompletionBody],
+        self, request: Request[Any, Any, Any], state: State, data: JSONBody[ChatCompletionBody]
     ) -> Response[Any]:
+        """The server-tools mode (name-only ``tools`` entries; docs/api.md).
+
+        Every other chat completion is served in front of the router by
+        `ChatCompletionsEndpoint` (``http/chat_endpoint.py``, the hot path), which hands these
+        requests over with their body; this route also documents the operation in OpenAPI.
+        """
         principal = principal_of(request)
-        if data.tools and (names := server_tool_names([t.model_dump(exclude_unset=True) for t in data.tools])):
-            # Server tools (name-only entries): the agent loop runs them (docs/api.md); each of its
-            # model calls is admitted against the caller's rate limits (GatewayAgentModel).
-            return await answer_with_server_tools(
-                request,
-                state,
-                principal,
-                model=data.model,
-                messages=[m.model_dump(exclude_unset=True) for m in data.messages],
-                tool_names=names,
-                stream=bool(data.stream),
-                include_usage=bool(data.stream and data.stream_options and data.stream_options.include_usage),
-            )
-        # `data` (validated by Litestar, which documents it in OpenAPI) decides; the client's
-        # own JSON, unknown fields included, is what gets forwarded.
-        chat = chat_request_from(data, await request.json(), request.scope.get("state", {}).get("request_id"))
-        # Rate limits: 404/403 first, then one admission (429 / 503) before anything goes upstream.
-        admission = await admit_chat(principal, chat)
-        if not chat.stream:
-            async with admission:
-                work = settle_answer(admission, chat, chat_completion.complete(principal, chat))
-                answer = await unless_disconnected(request, work)
-            if answer is None:
-                # Nobody is listening any more; 499 is what the access log will show.
-                return Response(b"", status_code=CLIENT_CLOSED_REQUEST)
-            return Response(answer, media_type=MediaType.JSON, headers=admission.headers)
-        # Waiting for the upstream's first chunk: a disconnect now cancels it too.
-        opening = open_admitted(admission, chat, chat_completion.stream(principal, chat))
-        stream = await unless_disconnected(request, opening)
-        if stream is None:
-            await admission.finish()  # no-op unless the opening never got to run
-            return Response(b"", status_code=CLIENT_CLOSED_REQUEST)
-        metrics: Metrics = state.metrics
-        heartbeat: float = state.container.settings.llm.llm_heartbeat_seconds
-
-        async def events() -> Any:
-            metrics.active_streams.inc()
-            try:
-                # Whatever arrived together goes out in one write (one ASGI message).
-                source = until_drained(stream.__aiter__(), state.container.drain)
-                async for batch in batches_with_heartbeat(source, heartbeat):
-                    yield PING if isinstance(batch, Heartbeat) else b"".join(map(encode_data, batch))
-            except DomainError as exc:
-                log.warning("chat_stream_failed", code=exc.code)
-                yield encode_data(error_body(status_for(exc), exc.message, code=exc.code, param=exc.param))
-            except Exception as exc:  # the stream has begun: the error goes in-band
-                log.exception("chat_stream_crashed", exc_type=type(exc).__name__)
-                yield encode_data(error_body(500, "The server failed while streaming.", code="internal_error"))
-            finally:
-                metrics.active_streams.dec()
-            yield DONE
-
-        body = AdmittedStream(admission, stream, events()).attach(request)
-        return Stream(body.body, media_type="text/event-stream", headers={**SSE_HEADERS, **admission.headers})
+        names = server_tool_names([t.model_dump(exclude_unset=True) for t in data.tools]) if data.tools else []
+        if not names:
+            raise RuntimeError("plain chat completions are served by ChatCompletionsEndpoint, not this route")
+        # Each model call of the agent loop is admitted against the caller's limits (GatewayAgentModel).
+        return await answer_with_server_tools(
+            request,
+            state,
+            principal,
+            model=data.model,
+            messages=[m.model_dump(exclude_unset=True) for m in data.messages],
+            tool_names=names,
+            stream=bool(data.stream),
+            include_usage=bool(data.stream and data.stream_options and data.stream_options.include_usage),
+        )
