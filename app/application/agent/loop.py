@@ -45,6 +45,7 @@ from app.application.agent.events import (
 from app.application.agent.ports import AgentLimits, AgentModel, IdFactory, RunSignals, ToolOutcome, ToolRunner
 from app.application.agent.transcript import TurnAccumulator, model_messages
 from app.application.ports import AgentUnitOfWorkFactory, Clock
+from app.application.tools.ports import NoOpToolRunObserver, ToolRunObservation, ToolRunObserver
 from app.domain.agent import (
     Conversation,
     Message,
@@ -104,6 +105,8 @@ class _Result:
     approved_by: uuid.UUID | None = None
     message_status: MessageStatus | None = None
     record: bool = True
+    # The tool's code ran to this outcome (not refused, rejected or cancelled): for metrics.
+    executed: bool = False
 
     def model_text(self) -> str:
         if self.status is ToolExecutionStatus.SUCCESS:
@@ -146,7 +149,9 @@ class AgentLoop:
         *,
         limits: AgentLimits | None = None,
         new_id: IdFactory = uuid.uuid4,
+        observer: ToolRunObserver | None = None,
     ) -> None:
+        """`observer` hears of every recorded tool call outcome (the metrics adapter)."""
         self._uow = uow_factory
         self._model = model
         self._tools = tools
@@ -154,6 +159,7 @@ class AgentLoop:
         self._clock = clock
         self.limits = limits or AgentLimits()
         self._new_id = new_id
+        self._observer = observer or NoOpToolRunObserver()
 
     # ---------------------------------------------------------------- the loop
 
@@ -502,7 +508,7 @@ class AgentLoop:
                 status = ToolExecutionStatus.SUCCESS if outcome.status == "success" else ToolExecutionStatus.ERROR
                 result = _Result(
                     call, arguments, status, outcome.output, outcome.error, outcome.duration_ms,
-                    outcome.error_code, approved_by,
+                    outcome.error_code, approved_by, executed=True,
                 )  # fmt: skip
                 for event in await self._store_result(ctx, result):
                     yield event
@@ -541,7 +547,11 @@ class AgentLoop:
         ctx.history.extend(messages)
 
     async def _store_result(self, ctx: RunContext, result: _Result) -> list[AgentEvent]:
-        """Store a tool message (and its execution record) and return the events reporting it."""
+        """Store a tool message (and its execution record) and return the events reporting it.
+
+        A recorded outcome is observed first: the call happened even if storing it fails."""
+        if result.record:
+            self._observe(result)
         now = self._clock.now()
         message_status = result.message_status or (
             MessageStatus.ERROR if result.status is ToolExecutionStatus.ERROR else MessageStatus.COMPLETE
@@ -588,6 +598,15 @@ class AgentLoop:
             ),
             MessageCompleted(message),
         ]  # fmt: skip
+
+    def _observe(self, result: _Result) -> None:
+        observation = ToolRunObservation(
+            result.call.name, result.status, result.error_code, result.duration_ms, result.executed
+        )
+        try:
+            self._observer.observe(observation)
+        except Exception:
+            log.exception("tool_run_not_observed", extra={"tool": result.call.name})
 
     async def _answer_unrun(
         self, ctx: RunContext, calls: list[ToolCall], reason: str, *, cancelled: bool
