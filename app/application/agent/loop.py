@@ -160,6 +160,8 @@ class AgentLoop:
         self.limits = limits or AgentLimits()
         self._new_id = new_id
         self._observer = observer or NoOpToolRunObserver()
+        # Runs whose end could not be stored (the database was down): retried in the background.
+        self._settling: set[asyncio.Task[None]] = set()
 
     # ---------------------------------------------------------------- the loop
 
@@ -194,11 +196,8 @@ class AgentLoop:
             log.exception("agent_run_failed", extra={"run_id": str(run.id)})
             error = exc if isinstance(exc, DomainError) else None
             yield ErrorEvent(run.id, error)
-            final = run
-            with contextlib.suppress(Exception):
-                stored_error = RunError(error.code, error.message) if error else RunError(INTERNAL, INTERNAL_MESSAGE)
-                final = await self._finish(ctx, RunStatus.FAILED, stored_error)
-            yield RunCompleted(final)
+            stored_error = RunError(error.code, error.message) if error else RunError(INTERNAL, INTERNAL_MESSAGE)
+            yield RunCompleted(await self._finish_or_settle(ctx, RunStatus.FAILED, stored_error))
         finally:
             waiter.cancel()
             watcher.cancel()
@@ -698,10 +697,59 @@ class AgentLoop:
                 await self._finish(ctx, RunStatus.CANCELLED)
         except Exception:
             log.exception("agent_run_abandon_failed", extra={"run_id": str(ctx.run.id)})
+            self._settle_later(ctx, RunStatus.CANCELLED, None)
 
     async def cancel_unstarted(self, ctx: RunContext) -> None:
         """A run whose events were never read: end it ``cancelled`` so the conversation is free."""
-        await self._finish(ctx, RunStatus.CANCELLED)
+        await self._finish_or_settle(ctx, RunStatus.CANCELLED)
+
+    # ---------------------------------------------------------------- a run's end the database refused
+
+    async def _finish_or_settle(self, ctx: RunContext, status: RunStatus, error: RunError | None = None) -> Run:
+        """`_finish`; when the database refuses (it is down), the run would stay ``running`` with
+        no driver and block its conversation, so its end is retried in the background."""
+        try:
+            return await self._finish(ctx, status, error)
+        except Exception:  # noqa: BLE001 - the database refused: retried in the background
+            log.warning("agent_run_end_not_stored", extra={"run_id": str(ctx.run.id), "status": status.value})
+            self._settle_later(ctx, status, error)
+            return ctx.run
+
+    def _settle_later(self, ctx: RunContext, status: RunStatus, error: RunError | None) -> None:
+        task = asyncio.get_running_loop().create_task(self._settle(ctx, status, error))
+        self._settling.add(task)
+        task.add_done_callback(self._settling.discard)
+
+    async def _settle(self, ctx: RunContext, status: RunStatus, error: RunError | None) -> None:
+        """Store the run's end once the database answers again: back-off from 0.2 s to 5 s, for
+        at most `limits.settle_seconds`. After that (or if this process dies first), the run's
+        heartbeat is stale and `SweepInterruptedRuns` ends it. `_finish` is a compare-and-set
+        from ``running``: a run swept or cancelled meanwhile is left as it is."""
+        delay, deadline = 0.2, time.monotonic() + self.limits.settle_seconds
+        while True:
+            await asyncio.sleep(delay)
+            try:
+                await self._finish(ctx, status, error)
+            except Exception:  # noqa: BLE001 - still down: try again later
+                if time.monotonic() >= deadline:
+                    log.error("agent_run_end_given_up", extra={"run_id": str(ctx.run.id)})
+                    return
+                delay = min(delay * 2, 5.0)
+                continue
+            log.info("agent_run_end_stored_late", extra={"run_id": str(ctx.run.id), "status": status.value})
+            return
+
+    @property
+    def settling(self) -> int:
+        """How many runs' ends wait for the database (a gauge for operators)."""
+        return len(self._settling)
+
+    async def aclose(self) -> None:
+        """At shutdown: stop retrying (the start-up sweep of the next process ends those runs)."""
+        tasks = list(self._settling)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def _tool_name(definition: dict[str, Any]) -> str:

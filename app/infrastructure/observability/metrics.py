@@ -130,6 +130,12 @@ class Metrics:
             buckets=_TOOL_BUCKETS,
             registry=self.registry,
         )
+        self.agent_runs_unsettled = Gauge(
+            "agent_api_agent_runs_unsettled",
+            "Agent runs that ended while the database was down, whose end this process is still"
+            " retrying to store (they look 'running' in the database until then).",
+            registry=self.registry,
+        )
 
 
 class MeteredToolRuns:
