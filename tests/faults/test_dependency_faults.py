@@ -185,6 +185,14 @@ async def agent_invariant_violations(database_url: str, conversation_ids: list[s
     return problems
 
 
+async def unsettled_runs(client: httpx.AsyncClient) -> float:
+    """``agent_api_agent_runs_unsettled`` from /metrics (which needs no database)."""
+    for line in (await client.get("/metrics")).text.splitlines():
+        if line.startswith("agent_api_agent_runs_unsettled "):
+            return float(line.split()[1])
+    raise AssertionError("agent_api_agent_runs_unsettled is not exported")
+
+
 async def test_postgres_cut_during_conversation_runs_keeps_the_agent_invariants(
     settings: Settings, app_factory: AppFactory, database_url: str, tmp_path: Path
 ) -> None:
@@ -276,6 +284,7 @@ async def test_postgres_cut_during_conversation_runs_keeps_the_agent_invariants(
             assert outcomes["json-failed"] >= 3, outcomes
             assert outcomes["stream-ok"] + outcomes["json-completed"] <= len(tooled), outcomes
 
+            assert await unsettled_runs(client) >= len(held)  # their ends wait for the database
             proxy.start()
             deadline = time.monotonic() + 10
             while problems := await agent_invariant_violations(database_url, everything):
@@ -288,6 +297,7 @@ async def test_postgres_cut_during_conversation_runs_keeps_the_agent_invariants(
                 assert again.json()["run"]["status"] == "completed", again.text
                 assert "42" in again.json()["messages"][-1]["content"]
             assert await agent_invariant_violations(database_url, everything) == []
+            assert await unsettled_runs(client) == 0
     finally:
         hold.set()
         server.stop()
