@@ -22,7 +22,7 @@ from app.infrastructure.llm.openai_client import OpenAICompatibleClient, Upstrea
 from app.infrastructure.llm.routing import ModelRoutingProbe, StaticModelCatalog, build_catalog
 from app.infrastructure.llm.usage_recorder import BatchingUsageRecorder, MeteredUsageRecorder
 from app.infrastructure.observability.logging import configure_logging
-from app.infrastructure.observability.metrics import Metrics
+from app.infrastructure.observability.metrics import MeteredToolRuns, Metrics
 from app.infrastructure.observability.runtime import RuntimeMetrics
 from app.infrastructure.persistence.database import DatabaseProbe, create_engine, create_session_factory
 from app.infrastructure.persistence.unit_of_work import SqlAlchemyUnitOfWork
@@ -94,6 +94,7 @@ def build_container(settings: Settings, *, tools: ToolRegistry | None = None) ->
             registry,
             rate_limits=rate_limits,
             default_max_tokens=settings.rate_limit.default_max_tokens,
+            tool_runs=MeteredToolRuns(metrics, registry),
         ),
     )
 

@@ -18,7 +18,7 @@ from app.application.identity.ports import (
     RevocationState,
     RevocationUnavailable,
 )
-from app.application.tools import ToolExecutionRecord, ToolOutput
+from app.application.tools import ToolExecutionRecord, ToolOutput, ToolRunObservation
 from app.domain.errors import ServiceUnavailable, Unauthenticated
 from app.domain.identity import ApiKey, ApiKeyFilter, RefreshToken, Session
 from app.domain.users import Role, User
@@ -398,6 +398,22 @@ class InMemoryToolExecutionRecorder:
 
     async def record(self, record: ToolExecutionRecord) -> None:
         self.records.append(record)
+
+
+class RecordingToolRunObserver:
+    """A `ToolRunObserver` that keeps what it is told (`fail=True`: raises, like a broken adapter)."""
+
+    def __init__(self, *, fail: bool = False) -> None:
+        self.runs: list[ToolRunObservation] = []
+        self.fail = fail
+
+    def observe(self, run: ToolRunObservation) -> None:
+        self.runs.append(run)
+        if self.fail:
+            raise RuntimeError("observer broken")
+
+    def pairs(self) -> list[tuple[str, str]]:
+        return [(run.name, run.status.value) for run in self.runs]
 
 
 # -- gateway -------------------------------------------------------------------------------

@@ -88,6 +88,7 @@ class Container:
         self.runtime_metrics.watch_queue("usage_records", lambda: self.usage_recorder.depth)
         self.runtime_metrics.watch_queue("api_key_last_used", lambda: self.identity.last_used_writer.depth)
         self.runtime_metrics.start()
+        self.metrics.agent_runs_unsettled.set_function(lambda: float(self.agent.loop.settling))
         deadline = time.monotonic() + self.database_wait_seconds
         while True:
             try:
@@ -132,6 +133,7 @@ class Container:
             return
         self._closed = True
         self.drain.uninstall()
+        await self.agent.loop.aclose()  # runs still waiting to store their end: swept at next start
         await self.runtime_metrics.aclose()
         await self.identity.last_used_writer.stop()
         await self.usage_recorder.aclose()  # flush queued usage before the engine goes

@@ -19,6 +19,7 @@ from app.application.agent.loop import AgentLoop
 from app.application.agent.ports import AgentLimits, RunSignals
 from app.application.agent.runs import CancelRun, PostMessage, RunStream, SubmitApprovals
 from app.application.ports import UnitOfWork
+from app.application.tools import ToolRunObserver
 from app.domain.agent import Conversation
 from app.domain.principal import CredentialKind, Principal
 from app.domain.users import Role
@@ -64,6 +65,7 @@ def build_agent(
     *,
     uow: FakeUnitOfWork | None = None,
     limits: AgentLimits | None = None,
+    observer: ToolRunObserver | None = None,
 ) -> Agent:
     """`uow` shared between two builds stands for one database seen by two processes."""
     uow = uow or FakeUnitOfWork()
@@ -76,7 +78,7 @@ def build_agent(
         return uow  # type: ignore[return-value] # the fake's repositories are concrete (tests inspect them)
 
     limits = limits or AgentLimits(default_model="fake")
-    loop = AgentLoop(factory, model, tools, signals, clock, limits=limits)
+    loop = AgentLoop(factory, model, tools, signals, clock, limits=limits, observer=observer)
     return Agent(
         uow=uow,
         model=model,

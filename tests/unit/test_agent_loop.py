@@ -596,3 +596,71 @@ async def test_collect_is_the_non_streaming_answer() -> None:
         ("assistant", "4"),
     ]
     assert [m.id for m in result.messages] == [m.id for m in agent.uow.messages.rows]
+
+
+# ------------------------------------------------------------------------- the database going away mid-run
+
+
+def outage_agent(settle_seconds: float = 300.0) -> Any:
+    """A run whose tool takes the database away: storing the tool result, then the run's end, fails."""
+    holder: dict[str, Any] = {}
+
+    async def cut(arguments: dict[str, Any]) -> Any:
+        holder["agent"].uow.unavailable = True
+        return "done"
+
+    model = ScriptedModel(tool_turn(("call_1", "cut", {})), text_turn("never"))
+    limits = AgentLimits(default_model="fake", settle_seconds=settle_seconds, status_poll_seconds=0)
+    agent = build_agent(model, FakeToolRunner(FakeTool("cut", cut)), limits=limits)
+    holder["agent"] = agent
+    return agent
+
+
+async def test_a_run_whose_end_the_database_refused_is_ended_once_it_is_back() -> None:
+    """Regression: the run stayed ``running`` with no driver (its conversation blocked, 409
+    run_in_progress) until a restart's sweep, after a database outage mid-run."""
+    agent = outage_agent()
+    me = make_principal()
+    conversation = await agent.conversation(me)
+
+    events = await drain(await agent.post(me, conversation.id, "go"))
+
+    error = next(e for e in events if isinstance(e, ErrorEvent))
+    assert error.error is not None
+    assert error.error.code == "database_unavailable"
+    assert events[-1].run.status is RunStatus.FAILED  # type: ignore[union-attr]
+    [stored] = agent.uow.runs.rows.values()
+    assert stored.status is RunStatus.RUNNING  # not stored yet: the database is down
+    assert agent.loop.settling == 1
+
+    agent.uow.unavailable = False
+    for _ in range(100):
+        if agent.loop.settling == 0:
+            break
+        await asyncio.sleep(0.05)
+    [stored] = agent.uow.runs.rows.values()
+    assert stored.status is RunStatus.FAILED
+    assert stored.error is not None
+    assert stored.error.code == "database_unavailable"
+    # the conversation is free again
+    agent.model.turns.append(text_turn("back"))
+    again = await drain(await agent.post(me, conversation.id, "again"))
+    assert again[-1].run.status is RunStatus.COMPLETED  # type: ignore[union-attr]
+
+
+async def test_retrying_a_runs_end_gives_up_after_settle_seconds_and_aclose_stops_it() -> None:
+    agent = outage_agent(settle_seconds=0.3)
+    me = make_principal()
+    conversation = await agent.conversation(me)
+    await drain(await agent.post(me, conversation.id, "go"))
+    assert agent.loop.settling == 1
+    await asyncio.sleep(1.0)  # 0.2 + 0.4 (> 0.3 s): given up, left to the start-up sweep
+    assert agent.loop.settling == 0
+    assert next(iter(agent.uow.runs.rows.values())).status is RunStatus.RUNNING
+
+    other = outage_agent()
+    conversation = await other.conversation(me)
+    await drain(await other.post(me, conversation.id, "go"))
+    assert other.loop.settling == 1
+    await other.loop.aclose()
+    assert other.loop.settling == 0

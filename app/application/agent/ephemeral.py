@@ -19,6 +19,7 @@ from app.application.agent.loop import AgentLoop, RunContext
 from app.application.agent.ports import AgentLimits, AgentModel, IdFactory, RunSignals, ToolRunner
 from app.application.agent.runs import RunStream
 from app.application.ports import AgentUnitOfWork, Clock
+from app.application.tools.ports import ToolRunObserver
 from app.domain.agent import (
     Conversation,
     ConversationKey,
@@ -212,9 +213,11 @@ class RunServerTools:
         *,
         limits: AgentLimits | None = None,
         new_id: IdFactory = uuid.uuid4,
+        observer: ToolRunObserver | None = None,
     ) -> None:
         self._model, self._tools, self._clock, self._new_id = model, tools, clock, new_id
         self._limits = limits or AgentLimits()
+        self._observer = observer
 
     async def __call__(
         self,
@@ -253,7 +256,10 @@ class RunServerTools:
             self._new_id(), principal.user_id, None, model, system, list(tool_names), {}, False, now, now
         )
         limits = self._limits
-        loop = AgentLoop(factory, self._model, self._tools, signals or RunSignals(), self._clock, limits=limits)
+        loop = AgentLoop(
+            factory, self._model, self._tools, signals or RunSignals(), self._clock, limits=limits,
+            observer=self._observer,
+        )  # fmt: skip
         iterations = limits.default_max_iterations if max_iterations is None else max_iterations
         if not 1 <= iterations <= limits.max_iterations_limit:
             raise InvalidInput(

@@ -45,6 +45,7 @@ from app.application.agent.events import (
 from app.application.agent.ports import AgentLimits, AgentModel, IdFactory, RunSignals, ToolOutcome, ToolRunner
 from app.application.agent.transcript import TurnAccumulator, model_messages
 from app.application.ports import AgentUnitOfWorkFactory, Clock
+from app.application.tools.ports import NoOpToolRunObserver, ToolRunObservation, ToolRunObserver
 from app.domain.agent import (
     Conversation,
     Message,
@@ -104,6 +105,8 @@ class _Result:
     approved_by: uuid.UUID | None = None
     message_status: MessageStatus | None = None
     record: bool = True
+    # The tool's code ran to this outcome (not refused, rejected or cancelled): for metrics.
+    executed: bool = False
 
     def model_text(self) -> str:
         if self.status is ToolExecutionStatus.SUCCESS:
@@ -146,7 +149,9 @@ class AgentLoop:
         *,
         limits: AgentLimits | None = None,
         new_id: IdFactory = uuid.uuid4,
+        observer: ToolRunObserver | None = None,
     ) -> None:
+        """`observer` hears of every recorded tool call outcome (the metrics adapter)."""
         self._uow = uow_factory
         self._model = model
         self._tools = tools
@@ -154,6 +159,9 @@ class AgentLoop:
         self._clock = clock
         self.limits = limits or AgentLimits()
         self._new_id = new_id
+        self._observer = observer or NoOpToolRunObserver()
+        # Runs whose end could not be stored (the database was down): retried in the background.
+        self._settling: set[asyncio.Task[None]] = set()
 
     # ---------------------------------------------------------------- the loop
 
@@ -188,11 +196,8 @@ class AgentLoop:
             log.exception("agent_run_failed", extra={"run_id": str(run.id)})
             error = exc if isinstance(exc, DomainError) else None
             yield ErrorEvent(run.id, error)
-            final = run
-            with contextlib.suppress(Exception):
-                stored_error = RunError(error.code, error.message) if error else RunError(INTERNAL, INTERNAL_MESSAGE)
-                final = await self._finish(ctx, RunStatus.FAILED, stored_error)
-            yield RunCompleted(final)
+            stored_error = RunError(error.code, error.message) if error else RunError(INTERNAL, INTERNAL_MESSAGE)
+            yield RunCompleted(await self._finish_or_settle(ctx, RunStatus.FAILED, stored_error))
         finally:
             waiter.cancel()
             watcher.cancel()
@@ -502,7 +507,7 @@ class AgentLoop:
                 status = ToolExecutionStatus.SUCCESS if outcome.status == "success" else ToolExecutionStatus.ERROR
                 result = _Result(
                     call, arguments, status, outcome.output, outcome.error, outcome.duration_ms,
-                    outcome.error_code, approved_by,
+                    outcome.error_code, approved_by, executed=True,
                 )  # fmt: skip
                 for event in await self._store_result(ctx, result):
                     yield event
@@ -541,7 +546,11 @@ class AgentLoop:
         ctx.history.extend(messages)
 
     async def _store_result(self, ctx: RunContext, result: _Result) -> list[AgentEvent]:
-        """Store a tool message (and its execution record) and return the events reporting it."""
+        """Store a tool message (and its execution record) and return the events reporting it.
+
+        A recorded outcome is observed first: the call happened even if storing it fails."""
+        if result.record:
+            self._observe(result)
         now = self._clock.now()
         message_status = result.message_status or (
             MessageStatus.ERROR if result.status is ToolExecutionStatus.ERROR else MessageStatus.COMPLETE
@@ -588,6 +597,15 @@ class AgentLoop:
             ),
             MessageCompleted(message),
         ]  # fmt: skip
+
+    def _observe(self, result: _Result) -> None:
+        observation = ToolRunObservation(
+            result.call.name, result.status, result.error_code, result.duration_ms, result.executed
+        )
+        try:
+            self._observer.observe(observation)
+        except Exception:
+            log.exception("tool_run_not_observed", extra={"tool": result.call.name})
 
     async def _answer_unrun(
         self, ctx: RunContext, calls: list[ToolCall], reason: str, *, cancelled: bool
@@ -679,10 +697,59 @@ class AgentLoop:
                 await self._finish(ctx, RunStatus.CANCELLED)
         except Exception:
             log.exception("agent_run_abandon_failed", extra={"run_id": str(ctx.run.id)})
+            self._settle_later(ctx, RunStatus.CANCELLED, None)
 
     async def cancel_unstarted(self, ctx: RunContext) -> None:
         """A run whose events were never read: end it ``cancelled`` so the conversation is free."""
-        await self._finish(ctx, RunStatus.CANCELLED)
+        await self._finish_or_settle(ctx, RunStatus.CANCELLED)
+
+    # ---------------------------------------------------------------- a run's end the database refused
+
+    async def _finish_or_settle(self, ctx: RunContext, status: RunStatus, error: RunError | None = None) -> Run:
+        """`_finish`; when the database refuses (it is down), the run would stay ``running`` with
+        no driver and block its conversation, so its end is retried in the background."""
+        try:
+            return await self._finish(ctx, status, error)
+        except Exception:  # noqa: BLE001 - the database refused: retried in the background
+            log.warning("agent_run_end_not_stored", extra={"run_id": str(ctx.run.id), "status": status.value})
+            self._settle_later(ctx, status, error)
+            return ctx.run
+
+    def _settle_later(self, ctx: RunContext, status: RunStatus, error: RunError | None) -> None:
+        task = asyncio.get_running_loop().create_task(self._settle(ctx, status, error))
+        self._settling.add(task)
+        task.add_done_callback(self._settling.discard)
+
+    async def _settle(self, ctx: RunContext, status: RunStatus, error: RunError | None) -> None:
+        """Store the run's end once the database answers again: back-off from 0.2 s to 5 s, for
+        at most `limits.settle_seconds`. After that (or if this process dies first), the run's
+        heartbeat is stale and `SweepInterruptedRuns` ends it. `_finish` is a compare-and-set
+        from ``running``: a run swept or cancelled meanwhile is left as it is."""
+        delay, deadline = 0.2, time.monotonic() + self.limits.settle_seconds
+        while True:
+            await asyncio.sleep(delay)
+            try:
+                await self._finish(ctx, status, error)
+            except Exception:  # noqa: BLE001 - still down: try again later
+                if time.monotonic() >= deadline:
+                    log.error("agent_run_end_given_up", extra={"run_id": str(ctx.run.id)})
+                    return
+                delay = min(delay * 2, 5.0)
+                continue
+            log.info("agent_run_end_stored_late", extra={"run_id": str(ctx.run.id), "status": status.value})
+            return
+
+    @property
+    def settling(self) -> int:
+        """How many runs' ends wait for the database (a gauge for operators)."""
+        return len(self._settling)
+
+    async def aclose(self) -> None:
+        """At shutdown: stop retrying (the start-up sweep of the next process ends those runs)."""
+        tasks = list(self._settling)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def _tool_name(definition: dict[str, Any]) -> str:

@@ -83,6 +83,9 @@ class AgentLimits:
     # How often a running run re-reads its status, so a cancellation made by another process
     # stops it within about this long even while it waits on the model or a tool; 0 = never.
     status_poll_seconds: float = 2.0
+    # How long a driver keeps retrying to store its run's end when the database refused it
+    # (an outage); after that the heartbeat-based sweep is the safety net.
+    settle_seconds: float = 300.0
 
 
 class RunSignals:

@@ -9,16 +9,20 @@ from app.application.tools.execute import (
     ExecuteToolBatch,
     ToolCall,
     ToolCallResult,
+    execution_status,
 )
 from app.application.tools.ports import (
     ExecutionContext,
     JsonValue,
     NoOpToolExecutionRecorder,
+    NoOpToolRunObserver,
     Tool,
     ToolError,
     ToolExecutionRecord,
     ToolExecutionRecorder,
     ToolOutput,
+    ToolRunObservation,
+    ToolRunObserver,
 )
 from app.application.tools.registry import (
     ListTools,
@@ -38,6 +42,7 @@ __all__ = [
     "JsonValue",
     "ListTools",
     "NoOpToolExecutionRecorder",
+    "NoOpToolRunObserver",
     "SchemaError",
     "Tool",
     "ToolCall",
@@ -48,9 +53,12 @@ __all__ = [
     "ToolOutput",
     "ToolRegistrationError",
     "ToolRegistry",
+    "ToolRunObservation",
+    "ToolRunObserver",
     "check_schema",
     "check_tool",
     "describe_tool",
+    "execution_status",
     "openai_tool_definition",
     "validate_arguments",
 ]

@@ -14,14 +14,18 @@ from app.application.tools.ports import (
     ExecutionContext,
     JsonValue,
     NoOpToolExecutionRecorder,
+    NoOpToolRunObserver,
     Tool,
     ToolError,
     ToolExecutionRecord,
     ToolExecutionRecorder,
     ToolOutput,
+    ToolRunObservation,
+    ToolRunObserver,
 )
 from app.application.tools.registry import ToolRegistry
 from app.application.tools.schema import validate_arguments
+from app.domain.agent import ToolExecutionStatus
 from app.domain.errors import DomainError, Forbidden, InvalidInput, NotFound
 from app.domain.principal import Principal
 
@@ -32,6 +36,9 @@ DEFAULT_BATCH_CONCURRENCY = 4
 
 SUCCESS = "success"
 ERROR = "error"
+
+# Refusals that the audit trail (and the metrics) call "not permitted" rather than "error".
+NOT_PERMITTED_CODES = frozenset({"tool_not_allowed"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +100,8 @@ class ExecuteTool:
     `InvalidInput(param=...)`). Then it runs under its own timeout; whatever it raises becomes a
     result with status ``error`` and a safe message (never an exception out of here).
 
-    Every attempt, refused or run, goes to the recorder (a no-op until persistence is wired).
+    Every attempt, refused or run, goes to the recorder (a no-op until persistence is wired)
+    and to the observer (metrics), each with the audit trail's status (`execution_status`).
     `__call__` raises the refusals (the direct API); `attempt` turns them into error results
     too (batches and the agent loop, where one call must not fail the others).
     """
@@ -103,11 +111,13 @@ class ExecuteTool:
         registry: ToolRegistry,
         *,
         recorder: ToolExecutionRecorder | None = None,
+        observer: ToolRunObserver | None = None,
         monotonic: Callable[[], float] = time.monotonic,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._registry = registry
         self._recorder = recorder or NoOpToolExecutionRecorder()
+        self._observer = observer or NoOpToolRunObserver()
         self._monotonic = monotonic
         self._now = now
 
@@ -144,11 +154,13 @@ class ExecuteTool:
             tool = self.check(principal, name, arguments, approved=approved)
         except DomainError as exc:
             refusal = _refusal(name, exc, call_id, 0)
+            self._observe(refusal, executed=False)
             await self._record(
                 principal, name=name, arguments=arguments, result=refusal, started_at=started_at, context=context
             )
             raise
         result = await self._run(tool, arguments, call_id, start)
+        self._observe(result, executed=True)
         await self._record(
             principal, name=name, arguments=arguments, result=result, started_at=started_at, context=context
         )
@@ -190,6 +202,16 @@ class ExecuteTool:
             return done(ERROR, None, "the tool failed unexpectedly", "tool_failed")
         return done(SUCCESS, output.value, None, None)
 
+    def _observe(self, result: ToolCallResult, *, executed: bool) -> None:
+        observation = ToolRunObservation(
+            result.name, execution_status(result.status, result.error_code), result.error_code,
+            result.duration_ms, executed,
+        )  # fmt: skip
+        try:
+            self._observer.observe(observation)
+        except Exception:
+            log.exception("tool_run_not_observed", extra={"tool": result.name})
+
     async def _record(
         self,
         principal: Principal,
@@ -219,6 +241,15 @@ class ExecuteTool:
         except Exception:
             # The call has happened; failing the response now would misreport it.
             log.exception("tool_execution_not_recorded", extra={"tool": name})
+
+
+def execution_status(status: str, error_code: str | None) -> ToolExecutionStatus:
+    """The audit trail's status of a call outcome (``success`` / ``error`` and its code)."""
+    if status == SUCCESS:
+        return ToolExecutionStatus.SUCCESS
+    if error_code in NOT_PERMITTED_CODES:
+        return ToolExecutionStatus.NOT_PERMITTED
+    return ToolExecutionStatus.ERROR
 
 
 def _refusal(name: str, exc: DomainError, call_id: str | None, duration_ms: int) -> ToolCallResult:

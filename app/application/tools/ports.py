@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
+from app.domain.agent import ToolExecutionStatus
+
 # A JSON value: what a tool may put in its output.
 JsonValue = str | int | float | bool | None | list[Any] | dict[str, Any]
 
@@ -109,4 +111,34 @@ class NoOpToolExecutionRecorder:
     """The default recorder: records nothing (until a persistent one is wired in)."""
 
     async def record(self, record: ToolExecutionRecord) -> None:
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class ToolRunObservation:
+    """How one tool call ended, for metrics: one per audit-trail outcome, on every path
+    (``/v1/tools/execute``, ``/v1/tools/batch``, the agent loop of conversations, approvals,
+    WebSocket runs and server tools on ``/v1/chat/completions``).
+
+    `executed` is True when the tool's code ran to an outcome (success, tool error, timeout,
+    crash); False for calls answered without running it (refused, rejected by a human,
+    cancelled before it finished). Only executed calls have a meaningful `duration_ms`.
+    """
+
+    name: str
+    status: ToolExecutionStatus
+    error_code: str | None
+    duration_ms: int
+    executed: bool
+
+
+class ToolRunObserver(Protocol):
+    """Told about every tool call outcome (the metrics adapter counts them). Called on the
+    event loop in the request path: it must be cheap and must not raise."""
+
+    def observe(self, run: ToolRunObservation) -> None: ...
+
+
+class NoOpToolRunObserver:
+    def observe(self, run: ToolRunObservation) -> None:
         return None

@@ -23,12 +23,9 @@ from app.application.llm.limits import AdmitChatCompletion
 from app.application.llm.types import ChatRequest, ModelCatalog
 from app.application.llm.use_cases import CreateChatCompletion
 from app.application.ports import AgentUnitOfWorkFactory
-from app.application.tools import ExecuteTool, ToolExecutionRecord, ToolRegistry
-from app.domain.agent import ToolExecution, ToolExecutionStatus
+from app.application.tools import ExecuteTool, ToolExecutionRecord, ToolRegistry, execution_status
+from app.domain.agent import ToolExecution
 from app.domain.principal import Principal
-
-# Refusals of the direct Tools API that the audit trail calls "not permitted".
-_NOT_PERMITTED_CODES = frozenset({"tool_not_allowed"})
 
 
 class GatewayAgentModel:
@@ -120,12 +117,7 @@ class PersistentToolExecutionRecorder:
         self._uow = uow
 
     async def record(self, record: ToolExecutionRecord) -> None:
-        if record.status == "success":
-            status = ToolExecutionStatus.SUCCESS
-        elif record.error_code in _NOT_PERMITTED_CODES:
-            status = ToolExecutionStatus.NOT_PERMITTED
-        else:
-            status = ToolExecutionStatus.ERROR
+        status = execution_status(record.status, record.error_code)
         context = record.context
         execution = ToolExecution(
             id=uuid.uuid4(),

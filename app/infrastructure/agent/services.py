@@ -21,7 +21,7 @@ from app.application.llm.limits import AdmitChatCompletion
 from app.application.llm.types import ModelCatalog, UsageRecorder
 from app.application.llm.use_cases import CreateChatCompletion
 from app.application.ports import AgentUnitOfWorkFactory
-from app.application.tools import ExecuteTool, ToolRegistry
+from app.application.tools import ExecuteTool, ToolRegistry, ToolRunObserver
 from app.config import AgentSettings
 from app.infrastructure.agent.adapters import (
     GatewayAgentModel,
@@ -79,8 +79,13 @@ def build_agent_services(
     *,
     rate_limits: RateLimiters | None = None,
     default_max_tokens: int = 4096,
+    tool_runs: ToolRunObserver | None = None,
 ) -> AgentServices:
-    """`usage_recorder` is the gateway's (the agent's model calls are usage like any other)."""
+    """`usage_recorder` is the gateway's (the agent's model calls are usage like any other).
+
+    `tool_runs` hears of every tool call outcome exactly once: the loop reports its own
+    (conversations, approvals, WebSocket, server tools), the Tools API's `ExecuteTool` its
+    own; the runner's `ExecuteTool` inside the loop reports nothing (no double count)."""
     clock = SystemClock()
     limits = agent_limits(settings, catalog)
     chat = CreateChatCompletion(catalog, usage_recorder)
@@ -99,7 +104,7 @@ def build_agent_services(
     # The loop writes tool_executions itself (with run, conversation and approver).
     runner = RegistryToolRunner(tools, ExecuteTool(tools))
     signals = RunSignals()
-    loop = AgentLoop(uow, model, runner, signals, clock, limits=limits)
+    loop = AgentLoop(uow, model, runner, signals, clock, limits=limits, observer=tool_runs)
     return AgentServices(
         signals=signals,
         loop=loop,
@@ -115,6 +120,6 @@ def build_agent_services(
         submit_approvals=SubmitApprovals(uow, loop, clock),
         cancel_run=CancelRun(uow, signals, clock),
         list_tool_executions=ListToolExecutions(uow),
-        run_server_tools=RunServerTools(model, runner, clock, limits=limits),
-        execute_tool=ExecuteTool(tools, recorder=PersistentToolExecutionRecorder(uow)),
+        run_server_tools=RunServerTools(model, runner, clock, limits=limits, observer=tool_runs),
+        execute_tool=ExecuteTool(tools, recorder=PersistentToolExecutionRecorder(uow), observer=tool_runs),
     )

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Container
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from app.application.tools.ports import ToolRunObservation
+
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+# Tools may run up to their own time limit (at most 600 s).
+_TOOL_BUCKETS = (*_LATENCY_BUCKETS, 120, 300, 600)
+# The `tool` label of a call naming no registered tool (a model's or a caller's invention):
+# not a valid tool name, so it never collides with one, and it keeps the label set bounded.
+UNKNOWN_TOOL = "<unknown>"
 
 
 @dataclass
@@ -107,3 +115,53 @@ class Metrics:
             "1 while the rate limiter's Redis is unreachable and the failure policy decides.",
             registry=self.registry,
         )
+        self.tool_runs = Counter(
+            "agent_api_tool_runs_total",
+            "Tool call outcomes by tool and status (success, error, rejected, not_permitted), on every"
+            " path: /v1/tools/execute, /v1/tools/batch, conversation runs and server tools.",
+            ("tool", "status"),
+            registry=self.registry,
+        )
+        self.tool_run_duration = Histogram(
+            "agent_api_tool_run_duration_seconds",
+            "Time a tool's code ran, by tool and status (calls that were refused, rejected or"
+            " cancelled before an outcome are not observed).",
+            ("tool", "status"),
+            buckets=_TOOL_BUCKETS,
+            registry=self.registry,
+        )
+        self.agent_runs_unsettled = Gauge(
+            "agent_api_agent_runs_unsettled",
+            "Agent runs that ended while the database was down, whose end this process is still"
+            " retrying to store (they look 'running' in the database until then).",
+            registry=self.registry,
+        )
+
+
+class MeteredToolRuns:
+    """The `ToolRunObserver` adapter: counts every tool call outcome, times executed ones.
+
+    `known` is the tool registry: a name outside it is labelled `UNKNOWN_TOOL` (callers and
+    models may send any name; the label set must stay bounded). The labelled children are
+    looked up once per (tool, status): `labels()` takes a lock and builds a tuple each call.
+    """
+
+    def __init__(self, metrics: Metrics, known: Container[str]) -> None:
+        self._metrics = metrics
+        self._known = known
+        self._children: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
+
+    def observe(self, run: ToolRunObservation) -> None:
+        tool = run.name if run.name in self._known else UNKNOWN_TOOL
+        key = (tool, run.status.value)
+        children = self._children.get(key)
+        if children is None:
+            children = (
+                self._metrics.tool_runs.labels(*key),
+                self._metrics.tool_run_duration.labels(*key),
+            )
+            self._children[key] = children
+        counter, duration = children
+        counter.inc()
+        if run.executed:
+            duration.observe(run.duration_ms / 1000)
