@@ -231,6 +231,129 @@ async function narrowScenario() {
   await page.context().close();
 }
 
+// Clicks a decision in the approval panel; returns every text the last tool card's status
+// showed from just before the click until its tool.result arrived.
+async function decide(page, button) {
+  await page.evaluate(() => {
+    const status = [...document.querySelectorAll(".tool-card .status")].pop();
+    window.__cardStates = [status.textContent];
+    new MutationObserver(() => window.__cardStates.push(status.textContent))
+      .observe(status, { childList: true, characterData: true, subtree: true });
+  });
+  await page.click(`#approval ${button}`);
+  await page.waitForFunction(() => ["success", "error", "rejected"].includes(window.__cardStates.at(-1)));
+  return page.evaluate(() => window.__cardStates);
+}
+
+const listTitles = (page) => page.locator("#conversation-list li .title").allInnerTexts();
+
+// Waits until the list's titles satisfy one check (no eval under the page's CSP):
+// "count" (that many), "first" (the first is `value`), "lacks" (non-empty, without `value`),
+// "only" (exactly [`value`]).
+async function waitForList(page, check, value) {
+  await page.waitForFunction(([kind, wanted]) => {
+    const titles = [...document.querySelectorAll("#conversation-list li .title")].map((e) => e.textContent);
+    if (kind === "count") return titles.length === wanted;
+    if (kind === "first") return titles[0] === wanted;
+    if (kind === "lacks") return titles.length > 0 && !titles.includes(wanted);
+    return titles.length === 1 && titles[0] === wanted;
+  }, [check, value]);
+}
+
+// The conversation list of a user with more conversations than one page (created through
+// the API by the test): newest first, Load more, rename, archive and back, delete.
+async function conversationsScenario() {
+  const page = await newPage();
+  await signIn(page, process.env.CONSOLE_LIST_EMAIL, process.env.CONSOLE_LIST_PASSWORD);
+  await page.waitForSelector("#conversation-list li .title");
+  result.firstPage = await listTitles(page);
+  result.moreShownOnFirstPage = await page.isVisible("#more-conversations");
+  await shot(page, "conversations-first-page");
+  await page.click("#more-conversations");
+  await waitForList(page, "count", Number(process.env.CONSOLE_LIST_COUNT));
+  result.allTitles = await listTitles(page);
+  result.moreShownAfterLastPage = await page.isVisible("#more-conversations");
+  await shot(page, "conversations-all-loaded");
+
+  // Rename the newest one: the header and the list say the new title.
+  const newest = result.allTitles[0];
+  await page.locator("#conversation-list a", { hasText: newest }).click();
+  await page.locator("#conversation-title", { hasText: newest }).waitFor();
+  result.openedIsActiveInList = await page.locator("#conversation-list a.active .title").innerText();
+  await page.click("#rename");
+  await page.fill("#rename-input", "Renamed in the browser");
+  await page.press("#rename-input", "Enter");
+  await page.locator("#conversation-title", { hasText: "Renamed in the browser" }).waitFor();
+  await waitForList(page, "first", "Renamed in the browser");
+  result.listAfterRename = await listTitles(page);
+  await shot(page, "conversation-renamed");
+
+  // Archive it: gone from the active list, in the archived one; unarchive brings it back.
+  await page.click("#archive");
+  await waitForList(page, "lacks", "Renamed in the browser");
+  result.archiveNotice = await page.locator("#notices").innerText();
+  result.activeAfterArchive = await listTitles(page);
+  await page.selectOption("#conversation-status", "archived");
+  await waitForList(page, "only", "Renamed in the browser");
+  result.archivedList = await listTitles(page);
+  await shot(page, "conversation-archived");
+  await page.locator("#conversation-list a", { hasText: "Renamed in the browser" }).click();
+  await page.locator("#archive", { hasText: "Unarchive" }).waitFor();
+  result.archiveButtonOfArchived = await page.locator("#archive").innerText();
+  await page.click("#archive");
+  await waitForList(page, "first", "Renamed in the browser");
+  result.restoreNotice = await page.locator("#notices").innerText();
+  result.activeAfterRestore = await listTitles(page);
+
+  // Delete the second newest: asks once more, then it is gone.
+  const victim = result.activeAfterRestore[1];
+  result.deleted = victim;
+  await page.locator("#conversation-list a", { hasText: victim }).click();
+  await page.locator("#conversation-title", { hasText: victim }).waitFor();
+  await page.click("#delete");
+  result.deleteAsks = await page.locator("#delete").innerText();
+  result.listBeforeConfirm = await listTitles(page);
+  await page.click("#delete");
+  await waitForList(page, "lacks", victim);
+  result.deleteNotice = await page.locator("#notices").innerText();
+  await page.click("#more-conversations");
+  await waitForList(page, "count", Number(process.env.CONSOLE_LIST_COUNT) - 1);
+  result.allAfterDelete = await listTitles(page);
+  await shot(page, "conversation-deleted");
+  await page.context().close();
+}
+
+// A model that streams its reasoning (delta.reasoning_content): shown collapsed, opens on click.
+async function reasoningScenario() {
+  const page = await newPage();
+  await signIn(page, ADMIN_EMAIL, ADMIN_PASSWORD);
+  await page.waitForSelector("#conversation-list li");
+  await page.click("#new-conversation");
+  await page.fill("#new-title", "Reasoning");
+  await page.selectOption("#new-model", process.env.CONSOLE_APPROVAL_MODEL);
+  for (const box of await page.locator("input[name=tool]").all()) await box.setChecked(false);
+  await page.click("#create-conversation");
+  await page.waitForSelector("#composer");
+  await page.fill("#composer", "Think first, then answer");
+  await page.press("#composer", "Enter");
+  await page.locator(".run-end[data-status=completed]").last().waitFor();
+  const bubble = page.locator(".msg.assistant").last();
+  const details = bubble.locator("details.reasoning");
+  result.reasoningElements = await details.count();
+  result.reasoningOpenAtFirst = await details.evaluate((d) => d.open);
+  result.reasoningSummary = await details.locator("summary").innerText();
+  result.reasoningTextVisibleAtFirst = await details.locator(".reasoning-text").isVisible();
+  result.reasoningText = await details.locator(".reasoning-text").textContent();
+  result.answerText = await bubble.locator(".body").innerText();
+  await shot(page, "reasoning-collapsed");
+  await details.locator("summary").click();
+  result.reasoningOpenAfterClick = await details.evaluate((d) => d.open);
+  result.reasoningTextVisibleAfterClick = await details.locator(".reasoning-text").isVisible();
+  result.reasoningShownAfterClick = await details.locator(".reasoning-text").innerText();
+  await shot(page, "reasoning-expanded");
+  await page.context().close();
+}
+
 // Needs the conversations API (POST /v1/conversations..., the agent event stream, approvals).
 async function chatScenario() {
   const page = await newPage();
@@ -268,15 +391,29 @@ async function chatScenario() {
   await page.press("#composer", "Enter");
   await page.waitForSelector("#approval");
   result.approvalBeforeReload = await page.locator("#approval").innerText();
+  result.cardBeforeReload = await page.locator(".tool-card .status").last().innerText();
   await shot(page, "approval-required");
   await page.reload();
   await page.waitForSelector("#approval");
   result.approvalAfterReload = await page.locator("#approval").innerText();
+  result.reasonAfterReload = await page.locator("#approval .reason").innerText();
+  result.cardAfterReload = await page.locator(".tool-card .status").last().innerText();
   await shot(page, "approval-after-reload");
-  await page.click("#approval button.approve");
+  result.approvedCardStates = await decide(page, "button.approve");
   await page.locator(".run-end[data-status=completed]").last().waitFor();
   result.afterApproval = await page.locator("#messages").innerText();
   await shot(page, "approval-approved-run-finished");
+
+  // Another gated call, rejected: the card ends "rejected", the model is told.
+  await page.fill("#composer", "Fetch it again");
+  await page.press("#composer", "Enter");
+  await page.waitForSelector("#approval");
+  result.secondCardBeforeDecision = await page.locator(".tool-card .status").last().innerText();
+  await page.fill("#approval .reject-reason", "not twice");
+  result.rejectedCardStates = await decide(page, "button.reject");
+  await page.locator(".run-end[data-status=completed]").nth(1).waitFor();
+  result.rejectedCard = await page.locator(".tool-card").last().innerText();
+  await shot(page, "approval-rejected");
 
   // Cancel: a long answer is streaming; the Cancel button stops the run.
   await page.fill("#composer", "Tell me a long story");
@@ -291,7 +428,10 @@ async function chatScenario() {
   await page.context().close();
 }
 
-const scenarios = { admin: adminScenario, narrow: narrowScenario, chat: chatScenario };
+const scenarios = {
+  admin: adminScenario, narrow: narrowScenario, chat: chatScenario,
+  conversations: conversationsScenario, reasoning: reasoningScenario,
+};
 try {
   await scenarios[process.argv[2]]();
   result.ok = true;

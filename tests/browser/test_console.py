@@ -18,6 +18,7 @@ import pytest
 
 from tests.browser.conftest import APPROVAL_MODEL, ConsoleServer
 from tests.support.fake_upstream import UpstreamScript
+from tests.support.identity import PASSWORD, new_email
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -151,10 +152,13 @@ def test_chat_streams_a_calculator_card_and_an_approval_survives_a_reload(
     # The approval model asks for http_get (which needs approval), then answers.
     # In order: the approval model asks for http_get, answers after approval; then a long, slow
     # answer that the Cancel button stops.
+    fetch = UpstreamScript(words=[], tool_calls=[("http_get", '{"url": "https://example.com/"}')])
     console_server.upstream.reset(
         UpstreamScript(words=[f"story{i}" for i in range(60)], chunk_delay=0.2),
-        UpstreamScript(words=[], tool_calls=[("http_get", '{"url": "https://example.com/"}')]),
+        fetch,
         UpstreamScript(words=["Fetched", "after", "approval."]),
+        fetch,
+        UpstreamScript(words=["Understood,", "not", "fetched."]),
     )
     seen = console_server.drive("chat", output_dir)
 
@@ -166,10 +170,104 @@ def test_chat_streams_a_calculator_card_and_an_approval_survives_a_reload(
     for text in (seen["approvalBeforeReload"], seen["approvalAfterReload"]):
         assert "http_get" in text
         assert "https://example.com/" in text
+        # The run's own reason, also after a reload (GET /v1/conversations/{id} -> active_run).
+        assert "the tool 'http_get' requires human approval" in text
+    assert seen["reasonAfterReload"] == "the tool 'http_get' requires human approval"
+    # A call waiting for a human is not "running"; after the decision it runs, then ends.
+    assert seen["cardBeforeReload"] == "awaiting approval"
+    assert seen["cardAfterReload"] == "awaiting approval"
+    states = seen["approvedCardStates"]
+    assert states[:2] == ["awaiting approval", "running"], states
+    assert states[-1] in ("success", "error"), states  # example.com may be unreachable from here
     assert "Fetched after approval." in seen["afterApproval"]
+    assert seen["secondCardBeforeDecision"] == "awaiting approval"
+    assert seen["rejectedCardStates"][0] == "awaiting approval"
+    assert "running" not in seen["rejectedCardStates"]
+    assert seen["rejectedCardStates"][-1] == "rejected"
+    assert "rejected" in seen["rejectedCard"]
+    assert "not twice" in seen["rejectedCard"]
     # Cancel while the answer streams: the run ends cancelled, the partial answer stays shown.
     assert seen["cancelButtonShownWhileRunning"]
     assert seen["cancelledRunEnd"]
     assert "story0" in seen["partialAfterCancel"]
     assert "story59" not in seen["partialAfterCancel"]
+    assert _unexpected_console_errors(seen, set()) == []
+
+
+def test_conversation_list_pages_newest_first_and_renames_archives_and_deletes(
+    console_server: ConsoleServer, output_dir: Path
+) -> None:
+    """More conversations than one page of the list (20), made through the API by a new user."""
+    count = 25
+    email = new_email()
+    with httpx.Client(base_url=console_server.base_url, timeout=10) as http:
+        registered = http.post("/v1/auth/register", json={"email": email, "password": PASSWORD})
+        assert registered.status_code == 201, registered.text
+        login = http.post("/v1/auth/login", json={"email": email, "password": PASSWORD})
+        assert login.status_code == 200, login.text
+        headers = {"Authorization": f"Bearer {login.json()['access_token']}"}
+        ids = {}
+        for n in range(1, count + 1):
+            created = http.post("/v1/conversations", json={"title": f"Page {n:02d}", "model": "demo"}, headers=headers)
+            assert created.status_code == 201, created.text
+            ids[created.json()["title"]] = created.json()["id"]
+
+    seen = console_server.drive(
+        "conversations",
+        output_dir,
+        CONSOLE_LIST_EMAIL=email,
+        CONSOLE_LIST_PASSWORD=PASSWORD,
+        CONSOLE_LIST_COUNT=str(count),
+    )
+
+    newest_first = [f"Page {n:02d}" for n in range(count, 0, -1)]
+    assert seen["firstPage"] == newest_first[:20]
+    assert seen["moreShownOnFirstPage"]
+    assert seen["allTitles"] == newest_first
+    assert not seen["moreShownAfterLastPage"]
+    assert seen["openedIsActiveInList"] == "Page 25"
+    assert seen["listAfterRename"] == ["Renamed in the browser", *newest_first[1:20]]
+    assert "Conversation archived." in seen["archiveNotice"]
+    assert seen["activeAfterArchive"] == newest_first[1:21]
+    assert seen["archivedList"] == ["Renamed in the browser"]
+    assert seen["archiveButtonOfArchived"] == "Unarchive"
+    assert "Conversation restored." in seen["restoreNotice"]
+    assert seen["activeAfterRestore"] == ["Renamed in the browser", *newest_first[1:20]]
+    assert seen["deleted"] == "Page 24"
+    assert seen["deleteAsks"] == "Really delete?"
+    assert "Page 24" in seen["listBeforeConfirm"]  # the first click only asks
+    assert "Conversation deleted." in seen["deleteNotice"]
+    assert seen["allAfterDelete"] == ["Renamed in the browser", *[t for t in newest_first[1:] if t != "Page 24"]]
+
+    # The server agrees.
+    with httpx.Client(base_url=console_server.base_url, timeout=10, headers=headers) as http:
+        renamed = http.get(f"/v1/conversations/{ids['Page 25']}").json()
+        assert renamed["title"] == "Renamed in the browser"
+        assert renamed["archived"] is False
+        assert http.get(f"/v1/conversations/{ids['Page 24']}").status_code == 404
+        assert http.get("/v1/conversations", params={"status": "archived"}).json()["data"] == []
+    assert _unexpected_console_errors(seen, set()) == []
+
+
+def test_streamed_reasoning_is_shown_collapsed_and_opens_on_click(
+    console_server: ConsoleServer, output_dir: Path
+) -> None:
+    # The fake upstream streams delta.reasoning_content, then the answer.
+    thoughts = ["The", "user", "wants", "a", "short", "answer."]
+    console_server.upstream.reset(UpstreamScript(reasoning=thoughts, words=["Here", "it", "is."]))
+    seen = console_server.drive("reasoning", output_dir)
+
+    sent = console_server.upstream.requests
+    assert len(sent) == 1
+    assert sent[0].body["stream"] is True
+    assert seen["reasoningElements"] == 1
+    assert seen["reasoningOpenAtFirst"] is False
+    assert seen["reasoningTextVisibleAtFirst"] is False
+    assert seen["reasoningSummary"] == "Reasoning"
+    assert seen["reasoningText"] == " ".join(thoughts)
+    assert seen["answerText"] == "Here it is."
+    assert " ".join(thoughts) not in seen["answerText"]
+    assert seen["reasoningOpenAfterClick"] is True
+    assert seen["reasoningTextVisibleAfterClick"] is True
+    assert seen["reasoningShownAfterClick"] == " ".join(thoughts)
     assert _unexpected_console_errors(seen, set()) == []

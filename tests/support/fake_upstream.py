@@ -33,6 +33,8 @@ class UpstreamScript:
     retry_after_ms: str | None = None
     error_body: bytes | None = None
     words: list[str] = field(default_factory=lambda: ["Hello", "from", "the", "fake", "upstream."])
+    # Streamed as `delta.reasoning_content` before the words (DeepSeek / vLLM style).
+    reasoning: list[str] = field(default_factory=list)
     # (name, arguments JSON) per tool call; more than one = parallel tool calls.
     tool_calls: list[tuple[str, str]] = field(default_factory=list)
     first_byte_delay: float = 0.0
@@ -221,6 +223,10 @@ class FakeUpstream:
                     "model": body.get("model"), "choices": choices, **extra}  # fmt: skip
 
         chunks.append(chunk([{"index": i, "delta": {"role": "assistant", "content": ""}} for i in range(n)]))
+        for pos, thought in enumerate(script.reasoning):
+            piece = thought if pos == 0 else " " + thought
+            delta = {"reasoning_content": piece}
+            chunks.append(chunk([{"index": i, "delta": delta, "finish_reason": None} for i in range(n)]))
         for pos, word in enumerate(script.words):
             piece = word if pos == 0 else " " + word
             chunks.append(chunk([{"index": i, "delta": {"content": piece}, "finish_reason": None} for i in range(n)]))

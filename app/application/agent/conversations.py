@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -17,6 +18,7 @@ from app.domain.agent import (
     ConversationKey,
     Message,
     Page,
+    Run,
     RunStatus,
 )
 from app.domain.errors import Conflict, Forbidden, InvalidInput, NotFound
@@ -137,6 +139,28 @@ class GetConversation:
     async def __call__(self, principal: Principal, conversation_id: uuid.UUID) -> Conversation:
         async with self._uow() as uow:
             return await owned_conversation(uow, principal, conversation_id)
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationWithRun:
+    """A conversation and its active run (``running`` or ``requires_approval``), if any."""
+
+    conversation: Conversation
+    active_run: Run | None
+
+
+class GetConversationWithRun:
+    """One of the caller's conversations with its active run: a client that reloads sees what
+    the run waits for (the pending approvals with their reasons) without replaying the stream."""
+
+    def __init__(self, uow: AgentUnitOfWorkFactory) -> None:
+        self._uow = uow
+
+    async def __call__(self, principal: Principal, conversation_id: uuid.UUID) -> ConversationWithRun:
+        async with self._uow() as uow:
+            conversation = await owned_conversation(uow, principal, conversation_id)
+            active = await uow.runs.get_active(conversation.id)
+        return ConversationWithRun(conversation, active)
 
 
 _UNSET: Any = object()

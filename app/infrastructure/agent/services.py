@@ -8,6 +8,7 @@ from app.application.agent.conversations import (
     CreateConversation,
     DeleteConversation,
     GetConversation,
+    GetConversationWithRun,
     ListConversations,
     ListMessages,
     UpdateConversation,
@@ -44,6 +45,7 @@ class AgentServices:
     create_conversation: CreateConversation
     list_conversations: ListConversations
     get_conversation: GetConversation
+    get_conversation_with_run: GetConversationWithRun
     update_conversation: UpdateConversation
     delete_conversation: DeleteConversation
     list_messages: ListMessages
@@ -113,6 +115,7 @@ def build_agent_services(
         create_conversation=CreateConversation(uow, runner, clock),
         list_conversations=ListConversations(uow),
         get_conversation=GetConversation(uow),
+        get_conversation_with_run=GetConversationWithRun(uow),
         update_conversation=UpdateConversation(uow, clock),
         delete_conversation=DeleteConversation(uow),
         list_messages=ListMessages(uow),

@@ -4,7 +4,10 @@ import { api, ApiError, describeError } from "./api.js";
 import { renderMarkdown } from "./markdown.js";
 
 const root = document.getElementById("app");
-const state = { me: null, models: [], tools: [], conversations: [], nextCursor: null, current: null, run: null };
+const state = { me: null, models: [], tools: [], conversations: [], nextCursor: null, current: null, run: null, flash: null };
+
+// What a tool card says for each state of its call (others are shown as they are named).
+const CARD_STATUS = { "awaiting-approval": "awaiting approval", "no-result": "no result" };
 
 // ---------------------------------------------------------------- DOM helpers
 function h(tag, attrs = {}, ...children) {
@@ -40,6 +43,11 @@ function notify(message, kind = "error") {
     h("button", { class: "link", type: "button", "aria-label": "Dismiss", onclick: () => item.remove() }, "×"));
   area.append(item);
   if (kind !== "error") setTimeout(() => item.remove(), 4000);
+}
+
+// A notice for the next page drawn (shell() replaces the notice area when the route changes).
+function flash(message) {
+  state.flash = message;
 }
 
 function showError(error) {
@@ -86,6 +94,10 @@ function shell(active) {
       h("button", { type: "button", id: "sign-out", class: "secondary", onclick: signOut }, "Sign out")),
     h("div", { id: "notices", class: "notices" }),
     main);
+  if (state.flash) {
+    notify(state.flash, "info");
+    state.flash = null;
+  }
   return main;
 }
 
@@ -203,7 +215,8 @@ async function renderChat(conversationId) {
 async function loadConversations(list, more, append) {
   const status = document.getElementById("conversation-status");
   const params = new URLSearchParams({ limit: "20" });
-  if (status && status.value === "archived") params.set("status", "archived");
+  // Always named: without `status` the API lists archived conversations too.
+  params.set("status", status && status.value === "archived" ? "archived" : "active");
   if (append && state.nextCursor) params.set("cursor", state.nextCursor);
   try {
     const page = await api.get(`/v1/conversations?${params}`);
@@ -214,8 +227,9 @@ async function loadConversations(list, more, append) {
     showError(error);
     return true;
   }
-  list.replaceChildren(...state.conversations.map((c) => h("li", {},
-    h("a", { href: `#/chat/${c.id}`, class: state.current && state.current.id === c.id ? "active" : "" },
+  const [, section, openId] = (location.hash || "").split("/");
+  list.replaceChildren(...state.conversations.map((c) => h("li", { dataset: { conversationId: c.id } },
+    h("a", { href: `#/chat/${c.id}`, class: section === "chat" && openId === c.id ? "active" : "" },
       h("span", { class: "title" }, c.title || "Untitled"),
       h("small", {}, fmtDate(c.updated_at || c.created_at))))));
   if (!state.conversations.length) list.append(h("li", { class: "muted" }, "No conversations yet."));
@@ -329,7 +343,7 @@ class ConversationView {
     const archived = !(this.conversation.archived || this.conversation.status === "archived");
     try {
       this.conversation = await api.patch(`/v1/conversations/${this.conversation.id}`, { archived });
-      notify(archived ? "Conversation archived." : "Conversation restored.", "info");
+      flash(archived ? "Conversation archived." : "Conversation restored.");
       location.hash = "#/chat";
     } catch (error) { showError(error); }
   }
@@ -342,7 +356,7 @@ class ConversationView {
     }
     try {
       await api.del(`/v1/conversations/${this.conversation.id}`);
-      notify("Conversation deleted.", "info");
+      flash("Conversation deleted.");
       location.hash = "#/chat";
     } catch (error) { showError(error); }
   }
@@ -374,13 +388,24 @@ class ConversationView {
         }
       }
     }
-    // A run waiting for approval: the API's run state when the conversation carries it,
-    // else the last assistant turn's tool calls that have no result yet.
-    const run = this.conversation.latest_run || this.conversation.active_run || this.conversation.run || null;
-    if (run && Array.isArray(run.pending_approvals)) pending = run.status === "requires_approval" ? run.pending_approvals : [];
-    else {
+    // What the run waits for: the API's active run (GET /v1/conversations/{id} carries it,
+    // with each approval's reason); from a server without it, the tool calls that have no
+    // result yet and need approval.
+    const unanswered = pending;
+    if ("active_run" in this.conversation) {
+      const run = this.conversation.active_run;
+      pending = run && run.status === "requires_approval" ? run.pending_approvals || [] : [];
+    } else {
       const gated = new Set(state.tools.filter((t) => t.requires_approval).map((t) => t.name));
       pending = pending.filter((p) => gated.has(p.name)).map((p) => ({ ...p, reason: p.reason || `${p.name} requires approval before it runs.` }));
+    }
+    const waiting = new Set(pending.map((p) => p.tool_call_id));
+    const running = this.conversation.active_run && this.conversation.active_run.status === "running";
+    for (const call of unanswered) {
+      const card = this.cards.get(call.tool_call_id);
+      if (!card) continue;
+      if (waiting.has(call.tool_call_id)) this.setCardStatus(card, "awaiting-approval");
+      else if (!running) this.setCardStatus(card, "no-result");
     }
     if (pending.length) this.approvalPanel(pending);
     this.scroll();
@@ -415,8 +440,8 @@ class ConversationView {
     });
   }
 
-  toolCard(id, name, args) {
-    const status = h("span", { class: "status running" }, "running");
+  toolCard(id, name, args, initial = "running") {
+    const status = h("span", { class: `status ${initial}` }, CARD_STATUS[initial] || initial);
     const duration = h("span", { class: "duration" });
     const output = h("pre", { class: "tool-output", hidden: true });
     const node = h("div", { class: "tool-card", dataset: { toolCallId: id || "" } },
@@ -429,9 +454,14 @@ class ConversationView {
     return card;
   }
 
-  finishCard(card, { status, output, error, durationMs }) {
+  setCardStatus(card, status) {
     card.status.className = `status ${status}`;
-    card.status.textContent = status;
+    card.status.textContent = CARD_STATUS[status] || status;
+    card.node.dataset.status = status;
+  }
+
+  finishCard(card, { status, output, error, durationMs }) {
+    this.setCardStatus(card, status);
     if (durationMs !== undefined && durationMs !== null) card.duration.textContent = `${Math.round(durationMs)} ms`;
     const text = error ? `${error}` : output;
     if (text !== undefined && text !== null && text !== "") {
@@ -464,6 +494,11 @@ class ConversationView {
     const maybeSubmit = () => {
       if (decisions.some((d) => d.approve === null)) return;
       panel.querySelectorAll("button").forEach((b) => { b.disabled = true; });
+      // Approved calls run now; rejected ones will not (tool.result confirms either).
+      for (const d of decisions) {
+        const card = this.cards.get(d.tool_call_id);
+        if (card) this.setCardStatus(card, d.approve ? "running" : "rejected");
+      }
       const body = decisions.map((d) => ({ tool_call_id: d.tool_call_id, approve: d.approve,
         ...(d.approve ? {} : { reason: d.reason.value.trim() || "rejected in the console" }) }));
       panel.classList.add("decided");
@@ -510,7 +545,14 @@ class ConversationView {
     } catch (error) {
       showError(error);
       const panel = document.getElementById("approval");
-      if (panel) panel.querySelectorAll("button").forEach((b) => { b.disabled = false; });
+      if (panel) {
+        panel.querySelectorAll("button").forEach((b) => { b.disabled = false; });
+        panel.classList.remove("decided");
+        for (const item of panel.querySelectorAll(".approval-item")) {
+          const card = this.cards.get(item.dataset.toolCallId);
+          if (card) this.setCardStatus(card, "awaiting-approval"); // the decision did not reach the server
+        }
+      }
     } finally {
       this.setRunning(false);
       refreshList();
@@ -547,6 +589,10 @@ class ConversationView {
         break;
       }
       case "approval.required":
+        for (const approval of data.approvals || []) {
+          const card = this.cards.get(approval.tool_call_id) || this.toolCard(approval.tool_call_id, approval.name, approval.arguments);
+          this.setCardStatus(card, "awaiting-approval");
+        }
         this.approvalPanel(data.approvals || []);
         break;
       case "message.completed":

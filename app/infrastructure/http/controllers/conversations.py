@@ -12,17 +12,19 @@ import asyncio
 import contextlib
 import json
 import uuid
-from typing import Any
+from typing import Any, Literal
 
 from litestar import Controller, MediaType, Request, Response, WebSocket, delete, get, patch, post, websocket
 from litestar.background_tasks import BackgroundTask
 from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.exceptions import WebSocketDisconnect
+from litestar.openapi import ResponseSpec
 from litestar.params import FromPath, FromQuery, JSONBody
 from litestar.response import Stream
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from app.application.agent.conversations import ConversationWithRun
 from app.application.agent.events import RunCompleted, message_json, run_json
 from app.application.agent.runs import ApprovalDecision, RunResult, RunStream
 from app.domain.agent import Conversation, ToolExecution
@@ -77,6 +79,62 @@ class ApprovalsBody(_Body):
     stream: bool = False
 
 
+# -- documentation of answers (OpenAPI) -------------------------------------------------
+
+
+class PendingApprovalDoc(BaseModel):
+    tool_call_id: str
+    name: str
+    arguments: dict[str, Any]
+    reason: str
+
+
+class RunUsageDoc(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class RunErrorDoc(BaseModel):
+    code: str
+    message: str
+
+
+class RunDoc(BaseModel):
+    """The contract's `Run`."""
+
+    id: str
+    object: Literal["conversation.run"] = "conversation.run"
+    conversation_id: str
+    status: Literal["running", "completed", "requires_approval", "failed", "cancelled"]
+    model: str
+    pending_approvals: list[PendingApprovalDoc]
+    usage: RunUsageDoc
+    iterations: int
+    max_iterations: int
+    error: RunErrorDoc | None
+    created_at: str
+    completed_at: str | None
+
+
+class ConversationDoc(BaseModel):
+    """The contract's `Conversation`. `GET /v1/conversations/{id}` adds `active_run` (an
+    extension): the run that is running or waiting for approval, else null."""
+
+    id: str
+    object: Literal["conversation"] = "conversation"
+    title: str | None
+    model: str | None
+    system_prompt: str | None
+    tools: list[str] | None
+    metadata: dict[str, Any]
+    status: Literal["active", "archived"]
+    archived: bool
+    created_at: str
+    updated_at: str
+    active_run: RunDoc | None = None
+
+
 # -- rendering ---------------------------------------------------------------------------
 
 
@@ -93,6 +151,14 @@ def conversation_json(conversation: Conversation) -> dict[str, Any]:
         "archived": conversation.archived,
         "created_at": conversation.created_at.isoformat(),
         "updated_at": conversation.updated_at.isoformat(),
+    }
+
+
+def conversation_with_run_json(found: ConversationWithRun) -> dict[str, Any]:
+    """`GET /v1/conversations/{id}`: the conversation plus ``active_run`` (docs/api.md)."""
+    return {
+        **conversation_json(found.conversation),
+        "active_run": run_json(found.active_run) if found.active_run is not None else None,
     }
 
 
@@ -187,14 +253,20 @@ class ConversationsController(Controller):
         page = await agent.list_conversations(principal_of(request), status=status, limit=limit, cursor=cursor)
         return _page([conversation_json(c) for c in page.items], page.next_cursor)
 
-    @get("/{conversation_id:uuid}", summary="One conversation")
+    @get(
+        "/{conversation_id:uuid}",
+        summary="One conversation, with its active run",
+        description="`active_run` (an extension of the contract's Conversation): the run that is running or "
+        "waiting for approval, with its `pending_approvals`; null when none is.",
+        responses={200: ResponseSpec(data_container=ConversationDoc, description="The conversation.")},
+    )
     async def get_one(
         self,
         request: Request[Any, Any, Any],
         conversation_id: FromPath[uuid.UUID],
         agent: NamedDependency[AgentServices],
     ) -> dict[str, Any]:
-        return conversation_json(await agent.get_conversation(principal_of(request), conversation_id))
+        return conversation_with_run_json(await agent.get_conversation_with_run(principal_of(request), conversation_id))
 
     @patch("/{conversation_id:uuid}", summary="Rename or (un)archive a conversation")
     async def update(
