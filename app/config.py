@@ -197,6 +197,9 @@ class AuthSettings(BaseSettings):
     # In-process cache of authenticated API keys and users (revocation is checked in Redis on every request).
     identity_cache_ttl_seconds: float = Field(60.0, ge=0, le=3600)
     identity_cache_max_entries: int = Field(10_000, ge=1)
+    # How long one instance reuses a revocation read from Redis for the same credential. A
+    # revocation reaches every instance within this (the contract asks for 1 s); 0 reads per request.
+    revocation_cache_seconds: float = Field(0.25, ge=0, le=1.0)
     # `last_used_at` of a key is written behind the request, at most once per interval.
     api_key_last_used_interval_seconds: float = Field(60.0, ge=1)
     api_key_last_used_queue_size: int = Field(10_000, ge=1)

@@ -176,7 +176,10 @@ def build_identity(
     throttle: LoginThrottle
     if redis is not None:
         revocation = RedisRevocationStore(
-            redis, key_prefix=settings.redis.key_prefix, session_marker_ttl_seconds=session_marker_ttl
+            redis,
+            key_prefix=settings.redis.key_prefix,
+            session_marker_ttl_seconds=session_marker_ttl,
+            cache_seconds=settings.auth.revocation_cache_seconds,
         )
         throttle = RedisLoginThrottle(
             redis,

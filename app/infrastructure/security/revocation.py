@@ -28,7 +28,8 @@ def _int(value: bytes | str | None) -> int:
 
 
 class RedisRevocationStore:
-    """One MGET per authenticated request; writes are small pipelines.
+    """One MGET per authenticated request (at most one per `cache_seconds` for the same
+    credential); writes are small pipelines.
 
     Keys (under the deployment's prefix): ``rev:s:<session>`` (ended session, kept as long as
     its access tokens could live), ``rev:k:<key>`` (revoked key), ``dis:u:<user>`` (disabled
@@ -40,12 +41,20 @@ class RedisRevocationStore:
     """
 
     MAX_PENDING = 10_000
+    MAX_CACHED_STATES = 10_000
 
-    def __init__(self, redis: Redis, *, key_prefix: str, session_marker_ttl_seconds: int) -> None:
+    def __init__(
+        self, redis: Redis, *, key_prefix: str, session_marker_ttl_seconds: int, cache_seconds: float = 0.0
+    ) -> None:
         self._redis = redis
         self._p = key_prefix
         self._session_ttl = session_marker_ttl_seconds
         self._pending: list[Command] = []
+        # A state read is reused for `cache_seconds` (well under the 1 s within which a revocation
+        # must reach every instance): under load that saves a Redis round trip on most requests.
+        # This process's own writes drop every reused state at once.
+        self._cache_seconds = cache_seconds
+        self._states: dict[tuple[uuid.UUID, uuid.UUID | None, uuid.UUID | None], tuple[float, RevocationState]] = {}
 
     async def _publish_pending(self) -> None:
         if not self._pending:
@@ -65,6 +74,22 @@ class RedisRevocationStore:
 
     async def state(
         self, *, user_id: uuid.UUID, session_id: uuid.UUID | None = None, api_key_id: uuid.UUID | None = None
+    ) -> RevocationState:
+        if self._cache_seconds <= 0:
+            return await self._read(user_id, session_id, api_key_id)
+        ids = (user_id, session_id, api_key_id)
+        now = time.monotonic()
+        cached = self._states.get(ids)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        state = await self._read(user_id, session_id, api_key_id)
+        if len(self._states) >= self.MAX_CACHED_STATES:
+            self._states.clear()
+        self._states[ids] = (now + self._cache_seconds, state)
+        return state
+
+    async def _read(
+        self, user_id: uuid.UUID, session_id: uuid.UUID | None, api_key_id: uuid.UUID | None
     ) -> RevocationState:
         keys = [f"{self._p}dis:u:{user_id}", f"{self._p}ver:u:{user_id}"]
         if session_id is not None:
@@ -94,6 +119,7 @@ class RedisRevocationStore:
         )
 
     async def _write(self, commands: list[Command]) -> None:
+        self._states.clear()
         try:
             await self._publish_pending()
             await self._execute(commands)
