@@ -477,7 +477,7 @@ async def profile(s: Stack, out: Path, seconds: float = 6.0) -> None:
     for name, stream in (("nonstream", False), ("stream", True)):
         target = out / f"{name}.txt"
         spy = await asyncio.create_subprocess_exec(
-            "py-spy",
+            str(Path(sys.executable).with_name("py-spy")),  # the venv's, whether or not it is on PATH
             "record",
             "--format",
             "raw",

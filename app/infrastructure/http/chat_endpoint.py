@@ -60,7 +60,7 @@ _SSE_HEADERS = [
 ]
 
 
-class _BodyTooLarge(Exception):
+class BodyTooLarge(Exception):
     pass
 
 
@@ -92,7 +92,7 @@ async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
     """The whole request body, refused (413) past `limit` bytes, declared or sent."""
     for name, value in scope["headers"]:
         if name == _CONTENT_LENGTH and value.isdigit() and int(value) > limit:
-            raise _BodyTooLarge
+            raise BodyTooLarge
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -102,7 +102,7 @@ async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
         chunk: bytes = message.get("body", b"")  # type: ignore[assignment]
         size += len(chunk)
         if size > limit:
-            raise _BodyTooLarge
+            raise BodyTooLarge
         chunks.append(chunk)
         if not message.get("more_body", False):
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
@@ -169,7 +169,7 @@ class ChatCompletionsEndpoint:
             await self._serve(scope, receive, send)
         except DomainError as exc:
             await send_domain_error(send, exc)
-        except _BodyTooLarge:
+        except BodyTooLarge:
             payload = error_body(413, "The request body is larger than the server accepts.", code="request_too_large")
             await send_json(send, 413, payload)
         except _ClientGone:
