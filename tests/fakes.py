@@ -21,6 +21,7 @@ from app.application.identity.ports import (
 from app.application.tools import ToolExecutionRecord, ToolOutput, ToolRunObservation
 from app.domain.errors import ServiceUnavailable, Unauthenticated
 from app.domain.identity import ApiKey, ApiKeyFilter, RefreshToken, Session
+from app.domain.principal import CredentialKind, Principal
 from app.domain.users import Role, User
 from tests.fakes_agent import (
     InMemoryConversationRepository,
@@ -451,3 +452,15 @@ class FakeUsageRecorder:
 
     def record(self, record: Any) -> None:
         self.records.append(record)
+
+
+def api_key_principal(allowed_tools: tuple[str, ...] | None = None) -> Principal:
+    """A user's API key with these tool scopes (None: every tool)."""
+    return Principal(
+        user_id=uuid.uuid4(),
+        email="someone@example.com",
+        role=Role.USER,
+        credential=CredentialKind.API_KEY,
+        api_key_id=uuid.uuid4(),
+        allowed_tools=allowed_tools,
+    )

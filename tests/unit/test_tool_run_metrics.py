@@ -5,7 +5,6 @@ Prometheus adapter counts and times them with bounded labels."""
 from __future__ import annotations
 
 import asyncio
-import uuid
 from typing import Any
 
 import pytest
@@ -23,24 +22,12 @@ from app.application.tools import (
 )
 from app.domain.agent import ToolExecutionStatus
 from app.domain.errors import Forbidden, InvalidInput, NotFound
-from app.domain.principal import CredentialKind, Principal
-from app.domain.users import Role
 from app.infrastructure.observability.metrics import UNKNOWN_TOOL, MeteredToolRuns, Metrics
 from tests.fakes import FakeClock, FakeTool, InMemoryToolExecutionRecorder, RecordingToolRunObserver
+from tests.fakes import api_key_principal as principal
 from tests.fakes_agent import FakeTool as AgentTool
 from tests.fakes_agent import FakeToolRunner, ScriptedModel, text_turn, tool_turn
 from tests.unit.agent_harness import build_agent, drain, make_principal
-
-
-def principal(allowed_tools: tuple[str, ...] | None = None) -> Principal:
-    return Principal(
-        user_id=uuid.uuid4(),
-        email="someone@example.com",
-        role=Role.USER,
-        credential=CredentialKind.API_KEY,
-        api_key_id=uuid.uuid4(),
-        allowed_tools=allowed_tools,
-    )
 
 
 def registry() -> ToolRegistry:

@@ -20,20 +20,8 @@ from app.application.tools import (
     openai_tool_definition,
 )
 from app.domain.errors import Forbidden, InvalidInput, NotFound
-from app.domain.principal import CredentialKind, Principal
-from app.domain.users import Role
 from tests.fakes import FakeTool, InMemoryToolExecutionRecorder
-
-
-def principal(allowed_tools: tuple[str, ...] | None = None) -> Principal:
-    return Principal(
-        user_id=uuid.uuid4(),
-        email="someone@example.com",
-        role=Role.USER,
-        credential=CredentialKind.API_KEY,
-        api_key_id=uuid.uuid4(),
-        allowed_tools=allowed_tools,
-    )
+from tests.fakes import api_key_principal as principal
 
 
 def test_registry_lists_sorted_and_filters_by_principal() -> None:
