@@ -193,7 +193,9 @@ class ChatCompletionsEndpoint:
         body = await read_body(scope, receive, self._max_body)
         try:
             raw = _decode(body)
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+            # msgspec raises UnicodeDecodeError for bytes that are not UTF-8 inside a string, and
+            # RecursionError for nesting deeper than it decodes: the client's fault, never a 500.
             raise InvalidInput("The request body is not valid JSON.", code="invalid_json") from None
         data = validate(raw)
         if data.tools and server_tool_names([t.model_dump(exclude_unset=True) for t in data.tools]):
