@@ -13,6 +13,7 @@ from app.application.ratelimit import (
     RATE_LIMIT_EXCEEDED,
     AuthLimitDefaults,
     CallerLimitDefaults,
+    Lease,
     LimitKind,
     LimitPolicy,
     LimitState,
@@ -315,6 +316,29 @@ async def test_finish_without_reported_usage_keeps_the_reservation(limiter: InPr
     decision = await limiter.acquire(RateLimitRequest("key:a", policy))
     assert decision.tokens is not None
     assert decision.tokens.remaining == 900
+
+
+async def test_a_kept_lease_is_renewed_every_third_of_its_ttl_until_finished() -> None:
+    limiter = InProcessRateLimiter(lease_ttl_seconds=0.15)
+    renewed: list[float] = []
+    real_renew = limiter.renew
+
+    async def counting_renew(lease: Lease) -> None:
+        renewed.append(asyncio.get_running_loop().time())
+        await real_renew(lease)
+
+    limiter.renew = counting_renew  # type: ignore[method-assign]
+    admission = await admit(limiter, RateLimitRequest("key:a", LimitPolicy(max_concurrent_streams=1), stream=True))
+    admission.keep_lease()
+    admission.keep_lease()  # a second call does not start a second timer
+    await asyncio.sleep(0.23)  # renewals due at 0.05 s intervals: about four
+    assert 3 <= len(renewed) <= 5
+    assert limiter.active_leases("key:a") == 1  # renewed: alive past its 0.15 s TTL
+    await admission.finish()
+    count = len(renewed)
+    await asyncio.sleep(0.12)
+    assert len(renewed) == count  # no renewal after the end
+    assert limiter.active_leases("key:a") == 0
 
 
 # --- who is limited -----------------------------------------------------------------------------

@@ -90,6 +90,7 @@ class ChatStream:
         self._normaliser = normaliser
         self._request = request
         self._finish = finish
+        self._started = False
 
     @property
     def completion_id(self) -> str:
@@ -101,6 +102,7 @@ class ChatStream:
         return self._normaliser.final_usage(prompt_text(self._request.body))
 
     async def __aiter__(self) -> AsyncIterator[JSONObject]:
+        self._started = True
         status, error_code = UsageStatus.DISCONNECTED, None
         try:
             first, self._first = self._first, None
@@ -119,6 +121,18 @@ class ChatStream:
             raise
         finally:
             self._finish(status, self._normaliser.final_usage(prompt_text(self._request.body)), error_code)
+            await _aclose(self._rest)
+
+    async def aclose(self) -> None:
+        """Ends a stream nobody iterated (its client left before the first byte was sent):
+        the upstream request is closed and its usage recorded. A no-op once iteration began
+        (iteration's own ending does both)."""
+        if self._started:
+            return
+        self._started = True
+        try:
+            self._finish(UsageStatus.DISCONNECTED, self._normaliser.final_usage(prompt_text(self._request.body)), None)
+        finally:
             await _aclose(self._rest)
 
 

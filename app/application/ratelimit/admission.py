@@ -53,9 +53,9 @@ class Admission:
     `finish` settles the reservation with it and releases the lease, once, never raising.
     When no usage was reported the reservation stands as charged (nothing better is known);
     report 0 for an upstream failure that produced nothing, to refund it all.
-    Used as ``async with``, it renews the lease while the block runs (streams longer than
-    the lease TTL) and finishes on every exit: success, error, cancellation (disconnect),
-    timeout.
+    `keep_lease` renews the lease every third of its TTL until `finish` (streams longer than
+    the TTL). Used as ``async with``, it keeps the lease while the block runs and finishes on
+    every exit: success, error, cancellation (disconnect), timeout.
     """
 
     def __init__(self, limiter: RateLimiter, decision: RateLimitDecision) -> None:
@@ -63,7 +63,10 @@ class Admission:
         self.decision = decision
         self.used_tokens: int | None = None
         self._finished = False
-        self._renewer: asyncio.Task[None] | None = None
+        # Renewal is a timer, not a task per stream: most streams end long before the first
+        # renewal is due, and a timer costs a fraction of a task (docs/benchmarks.md).
+        self._renewal: asyncio.TimerHandle | None = None
+        self._renewing: asyncio.Task[None] | None = None
 
     @property
     def headers(self) -> dict[str, str]:
@@ -84,9 +87,7 @@ class Admission:
         self._finished = True
         if used_tokens is not None:
             self.used_tokens = used_tokens
-        if self._renewer is not None:
-            self._renewer.cancel()
-            self._renewer = None
+        self._stop_renewing()
         reservation, lease = self.decision.reservation, self.decision.lease
         try:
             if reservation is not None and self.used_tokens is not None:
@@ -99,18 +100,36 @@ class Admission:
         except Exception:
             log.warning("rate_limit_release_failed", exc_info=True)
 
-    async def _keep_lease(self) -> None:
+    def keep_lease(self) -> None:
+        """Renew the stream lease (if any) every third of its TTL until `finish`."""
         lease = self.decision.lease
-        if lease is None:
+        if lease is None or self._finished or self._renewal is not None:
             return
-        while True:
-            await asyncio.sleep(max(lease.ttl_seconds / 3, 0.05))
+        self._renewal = asyncio.get_running_loop().call_later(max(lease.ttl_seconds / 3, 0.05), self._renew_due)
+
+    def _renew_due(self) -> None:
+        self._renewal = None
+        if not self._finished:
+            self._renewing = asyncio.ensure_future(self._renew())
+
+    async def _renew(self) -> None:
+        lease = self.decision.lease
+        if lease is not None:
             with contextlib.suppress(Exception):
                 await self.limiter.renew(lease)
+        self._renewing = None
+        self.keep_lease()
+
+    def _stop_renewing(self) -> None:
+        if self._renewal is not None:
+            self._renewal.cancel()
+            self._renewal = None
+        if self._renewing is not None:
+            self._renewing.cancel()
+            self._renewing = None
 
     async def __aenter__(self) -> Self:
-        if self.decision.lease is not None and not self._finished:
-            self._renewer = asyncio.create_task(self._keep_lease())
+        self.keep_lease()
         return self
 
     async def __aexit__(

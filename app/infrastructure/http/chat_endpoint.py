@@ -18,6 +18,7 @@ not a hot path: it is handed to the Litestar route with its body replayed.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -27,11 +28,14 @@ from pydantic import ValidationError
 
 from app.application.identity.auth import Authenticator
 from app.application.llm.limits import AdmitChatCompletion
+from app.application.llm.types import ChatRequest
 from app.application.llm.use_cases import ChatStream, CreateChatCompletion
+from app.application.ratelimit import Admission
 from app.domain.errors import DomainError, InvalidInput
-from app.infrastructure.http.agent_stream import unless_disconnected
+from app.domain.principal import Principal
 from app.infrastructure.http.auth import API_KEY_HEADER, authenticate_credential, credential_from_headers
 from app.infrastructure.http.chat_limits import AdmittedStream, open_admitted, settle_answer
+from app.infrastructure.http.client_watch import ClientGone, ClientWatch
 from app.infrastructure.http.controllers.openai import CLIENT_CLOSED_REQUEST, ChatCompletionBody, chat_request_from
 from app.infrastructure.http.errors import (
     domain_error_response_parts,
@@ -204,20 +208,40 @@ class ChatCompletionsEndpoint:
         chat = chat_request_from(data, raw, scope.get("state", {}).get("request_id"))
         # Rate limits: 404/403 first, then one admission (429 / 503) before anything goes upstream.
         admission = await self._admit_chat(principal, chat)
-        if not chat.stream:
-            async with admission:
-                work = settle_answer(admission, chat, self._chat_completion.complete(principal, chat))
-                answer = await unless_disconnected(receive, work)
-            if answer is None:  # nobody listens any more; 499 is what the access log shows
+        watch = ClientWatch(receive)  # a disconnect from here on cancels the upstream request
+        try:
+            if chat.stream:
+                await self._stream(principal, chat, admission, watch, send)
+            else:
+                await self._answer(principal, chat, admission, watch, send)
+        finally:
+            watch.close()
+
+    async def _answer(
+        self, principal: Principal, chat: ChatRequest, admission: Admission, watch: ClientWatch, send: Send
+    ) -> None:
+        try:
+            try:
+                with watch.armed():
+                    answer = await settle_answer(admission, chat, self._chat_completion.complete(principal, chat))
+            except ClientGone:  # nobody listens any more; 499 is what the access log shows
+                log.info("client_disconnected_before_answer")
                 await send_json(send, CLIENT_CLOSED_REQUEST, {})
             else:
                 await send_json(send, 200, answer, admission.headers)
-            return
-        # Waiting for the upstream's first chunk: a disconnect now cancels it too.
-        opening = open_admitted(admission, chat, self._chat_completion.stream(principal, chat))
-        stream = await unless_disconnected(receive, opening)
-        if stream is None:
-            await admission.finish()  # no-op unless the opening never got to run
+        finally:
+            # After the response is written: the settlement's round trip is not in its latency.
+            await asyncio.shield(admission.finish())
+
+    async def _stream(
+        self, principal: Principal, chat: ChatRequest, admission: Admission, watch: ClientWatch, send: Send
+    ) -> None:
+        try:
+            # Waiting for the upstream's first chunk: a disconnect now cancels it too.
+            with watch.armed():
+                stream = await open_admitted(admission, chat, self._chat_completion.stream(principal, chat))
+        except ClientGone:
+            log.info("client_disconnected_before_answer")
             await send_json(send, CLIENT_CLOSED_REQUEST, {})
             return
         relay = AdmittedStream(admission, stream, relay_chunks(stream, self._metrics, self._drain, self._heartbeat))
@@ -229,15 +253,14 @@ class ChatCompletionsEndpoint:
         try:
             await send(start)
             # A client that leaves cancels the relay (and so the upstream request) at once.
-            await unless_disconnected(receive, _pump(relay.body, send))
+            with watch.armed():
+                async for chunk in relay.body:
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except ClientGone:
+            pass
         finally:
             await relay.close()
-
-
-async def _pump(body: AsyncIterator[bytes], send: Send) -> None:
-    async for chunk in body:
-        await send({"type": "http.response.body", "body": chunk, "more_body": True})
-    await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 def _replaying(body: bytes, receive: Receive) -> Receive:

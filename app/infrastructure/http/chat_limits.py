@@ -4,22 +4,23 @@
 hand the real usage to the `Admission` and make sure it is finished exactly once:
 
 - non-streaming: `settle_answer` records the answer's ``usage.total_tokens``; an upstream
-  error refunds everything (0), a client disconnect charges the prompt estimate;
+  error refunds everything (0), a client disconnect charges the prompt estimate; the
+  endpoint finishes the admission once the response is sent;
 - streaming, before the first chunk: `open_admitted` finishes the admission when opening
   fails (0) or the client leaves (prompt estimate);
-- streaming, afterwards: `AdmittedStream.body` runs the SSE events inside ``async with
-  admission`` (the lease is renewed while it runs, released on every ending) and settles with
-  what was produced (`ChatStream.usage`); `AdmittedStream.close`, once the response is over,
-  finishes the admission of a body that never started (the client left in between) and
-  closes a body abandoned mid-stream (client gone while a chunk was being sent) at once
-  instead of whenever the garbage collector gets to it (a reference cycle could delay that
-  for longer than any test or client waits).
+- streaming, afterwards: `AdmittedStream` keeps the lease while the SSE body runs;
+  `AdmittedStream.close`, once the response is over (or abandoned: client gone), closes the
+  body and the upstream stream at once (instead of whenever the garbage collector gets to
+  them) and settles with what was produced (`ChatStream.usage`).
+
+The settlement is a Redis round trip: it runs after the last byte of the response is written,
+so it is not part of the latency a client sees.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Coroutine
 from typing import Any
 
 from app.application.llm.limits import prompt_estimate, tokens_used
@@ -58,30 +59,21 @@ async def open_admitted(
 
 
 class AdmittedStream:
-    """The SSE body of an admitted stream: runs inside the admission, settles with what was produced."""
+    """The SSE body of an admitted stream: keeps the lease while it runs; `close` settles with
+    what was produced."""
 
     def __init__(self, admission: Admission, stream: ChatStream, events: AsyncIterator[Any]) -> None:
         self.admission = admission
         self._stream = stream
-        self._events = events
-        self.started = False
-        self.body = self._relay()
-
-    async def _relay(self) -> AsyncGenerator[Any]:
-        self.started = True
-        async with self.admission:  # renews the lease while streaming; settles + releases on every exit
-            try:
-                async for event in self._events:
-                    yield event
-            finally:
-                self.admission.used_tokens = self._stream.usage.total_tokens
-                aclose = getattr(self._events, "aclose", None)
-                if aclose is not None:
-                    await aclose()
+        self.body = events
+        admission.keep_lease()
 
     async def close(self) -> None:
-        """After the response: finish an unsent body's admission, close an abandoned one."""
-        if not self.started:
+        """After the response: close the body (and so the upstream stream), then settle."""
+        try:
+            aclose = getattr(self.body, "aclose", None)
+            if aclose is not None:
+                await aclose()
+            await self._stream.aclose()
+        finally:
             await asyncio.shield(self.admission.finish(used_tokens=self._stream.usage.total_tokens))
-        elif not self.admission.finished:
-            await self.body.aclose()
