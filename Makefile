@@ -7,7 +7,7 @@ UV_VERSION := 0.13.9
 INSTALLED := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run serve test test-unit test-integration test-e2e lint format migrate lock clean docker-up docker-down node-deps bench bench-quick bench-baseline test-browser browser-deps
+.PHONY: help install run serve test test-unit test-integration test-e2e lint format migrate lock clean docker-up docker-down node-deps bench bench-deps bench-quick bench-baseline test-browser browser-deps
 
 help:
 	@echo "make run      serve on http://127.0.0.1:8000 (embedded Postgres, demo LLM unless configured)"
@@ -88,8 +88,15 @@ lint: $(INSTALLED)
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
+# wrk (Debian's package) drives the non-streaming load where it can be installed; without it the
+# Python generator in bench/loadgen.py does (the report says which).
+bench-deps:
+	@command -v wrk >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q wrk >/dev/null 2>&1 || \
+	  { apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q wrk >/dev/null 2>&1; } || \
+	  echo "wrk could not be installed: non-streaming load comes from bench/loadgen.py"
+
 # docs/benchmarks.md. The gateway runs pinned to core 0, the mock and load generator to core 1.
-bench: $(INSTALLED)
+bench: $(INSTALLED) bench-deps
 	$(BIN)/python -m bench.run
 
 # A few seconds of load: gateway CPU ms per request and per stream against bench/baseline.json.
