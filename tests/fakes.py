@@ -18,6 +18,7 @@ from app.application.identity.ports import (
     RevocationState,
     RevocationUnavailable,
 )
+from app.application.llm.types import StreamItem
 from app.application.tools import ToolExecutionRecord, ToolOutput, ToolRunObservation
 from app.domain.errors import ServiceUnavailable, Unauthenticated
 from app.domain.identity import ApiKey, ApiKeyFilter, RefreshToken, Session
@@ -435,13 +436,14 @@ class FakeLLMClient:
             raise self.fail_with
         return {"id": "up", "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}}]}
 
-    async def stream(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    async def stream(self, body: dict[str, Any]) -> AsyncIterator[list[StreamItem]]:
+        """One chunk per read (a real upstream may deliver several together)."""
         self.calls.append(body)
         if self.fail_with is not None:
             raise self.fail_with
         try:
             for chunk in self.chunks:
-                yield dict(chunk)
+                yield [dict(chunk)]
         finally:
             self.closed = True
 

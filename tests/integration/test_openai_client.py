@@ -8,9 +8,11 @@ from typing import Any
 
 import pytest
 
+from app.application.llm.types import StreamItem
 from app.domain.errors import DomainError, InvalidInput, RateLimited, UpstreamError, UpstreamTimeout
 from app.infrastructure.llm.openai_client import OpenAICompatibleClient, UpstreamPolicy
 from app.infrastructure.persistence.embedded import free_port
+from tests.support.chunks import stream_objects
 from tests.support.fake_upstream import FakeUpstream, UpstreamScript
 
 SECRET = "sk-upstream-secret"
@@ -37,7 +39,7 @@ async def client(upstream: FakeUpstream) -> AsyncIterator[OpenAICompatibleClient
 
 
 async def collect(llm: OpenAICompatibleClient, body: dict[str, Any] = STREAM_BODY) -> list[dict[str, Any]]:
-    return [chunk async for chunk in llm.stream(body)]
+    return await stream_objects(llm, body)
 
 
 def assert_no_leak(exc: DomainError) -> None:
@@ -136,11 +138,11 @@ async def test_idle_gap_timeout_mid_stream_is_504_and_never_retried(
     client: OpenAICompatibleClient, upstream: FakeUpstream
 ) -> None:
     upstream.reset(UpstreamScript(chunk_delay=2))
-    seen: list[dict[str, Any]] = []
+    seen: list[StreamItem] = []
 
     async def consume() -> None:
-        async for chunk in client.stream(STREAM_BODY):
-            seen.append(chunk)
+        async for batch in client.stream(STREAM_BODY):
+            seen.extend(batch)
 
     with pytest.raises(UpstreamTimeout):
         await consume()
@@ -152,11 +154,11 @@ async def test_mid_stream_abort_is_an_error_after_the_first_chunks_and_never_ret
     client: OpenAICompatibleClient, upstream: FakeUpstream
 ) -> None:
     upstream.reset(UpstreamScript(abort_after_chunks=3))
-    seen: list[dict[str, Any]] = []
+    seen: list[StreamItem] = []
 
     async def consume() -> None:
-        async for chunk in client.stream(STREAM_BODY):
-            seen.append(chunk)
+        async for batch in client.stream(STREAM_BODY):
+            seen.extend(batch)
 
     with pytest.raises(UpstreamError) as caught:
         await consume()

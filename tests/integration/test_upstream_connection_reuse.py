@@ -17,6 +17,7 @@ import pytest
 from app.infrastructure.llm.openai_client import OpenAICompatibleClient, UpstreamPolicy
 from app.infrastructure.persistence.embedded import free_port
 from bench import mock_upstream
+from tests.support.chunks import stream_objects
 
 
 class KeepAliveUpstream:
@@ -58,7 +59,7 @@ async def test_streams_and_answers_reuse_one_connection(upstream: KeepAliveUpstr
     )
     try:
         for _ in range(3):
-            chunks = [c async for c in llm.stream({**BODY, "stream": True})]
+            chunks = await stream_objects(llm, {**BODY, "stream": True})
             assert chunks[-1]["usage"]["total_tokens"] == 32
             answer = await llm.complete(BODY)
             assert answer["choices"][0]["finish_reason"] == "stop"

@@ -13,6 +13,7 @@ from app.infrastructure.llm.demo import DemoLLMClient
 from app.infrastructure.llm.openai_client import UpstreamPolicy
 from app.infrastructure.llm.routing import ModelsConfigError, build_catalog, catalog_from_config
 from tests.fakes import FakeLLMClient
+from tests.support.chunks import stream_objects
 
 made: list[tuple[str, str, str | None, UpstreamPolicy]] = []
 
@@ -118,7 +119,7 @@ async def test_demo_is_deterministic_and_streams_word_by_word_with_usage() -> No
     first = await demo.complete(body)
     second = await demo.complete(body)
     assert first["choices"] == second["choices"]
-    chunks = [c async for c in demo.stream(body)]
+    chunks = await stream_objects(demo, body)
     words = [c["choices"][0]["delta"].get("content") for c in chunks if c["choices"]]
     assert "".join(w for w in words if w) == first["choices"][0]["message"]["content"]
     assert chunks[-1]["choices"] == []

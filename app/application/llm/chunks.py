@@ -4,14 +4,23 @@ Real upstreams differ in small ways that break strict clients: ids that change b
 chunks, `id` and `function.name` repeated in every tool-call delta, usage inside a chunk that
 still has choices, no usage at all. The normaliser fixes those and leaves everything else as
 the upstream sent it.
+
+Most chunks of a stream need none of that: a content delta whose only differences from what
+the client must see are the completion ``id`` and, for an aliased model, the ``model`` name.
+Those are relayed as the bytes the upstream sent, with the two values substituted in place
+(`ChunkNormaliser.relay`); only a chunk that needs more (usage, the first delta of a tool
+call, a finish that flushes held-back calls, an odd shape) is decoded whole and rewritten.
+Both paths give the same JSON (tests/unit/test_gateway_chunks.py checks them against each
+other).
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
-from app.application.llm.types import JSONObject, Usage
+from app.application.llm.types import ChunkView, JSONObject, StreamItem, ToolCallDeltaView, UpstreamChunk, Usage
 
 
 def new_completion_id() -> str:
@@ -53,6 +62,80 @@ class ChunkNormaliser:
         self.completion_chars = 0
         self._tool_calls_seen: set[tuple[int, int]] = set()
         self._pending: dict[tuple[int, int], dict[str, Any]] = {}
+
+    def relay(self, item: StreamItem) -> bytes | JSONObject | None:
+        """What to send for one upstream chunk: its JSON bytes as they arrived (``id`` and
+        ``model`` substituted) when nothing else in it must change, else the normalised object,
+        or None when nothing is left to send (e.g. a usage-only chunk)."""
+        if isinstance(item, UpstreamChunk):
+            raw = self._relayable(item.raw, item.view)
+            if raw is not None:
+                return raw
+            item = item.json()
+        return self.normalise(item)
+
+    def _relayable(self, raw: bytes, view: ChunkView) -> bytes | None:
+        """`raw` ready to send as it is, or None when the chunk needs the general path.
+
+        Checks come first and change nothing; the accounting happens only once the chunk is
+        known to be relayable (else `normalise` does it).
+        """
+        if not self._needs_no_rewrite(raw, view):
+            return None
+        try:
+            if view.id != self.completion_id:
+                raw = _substitute(raw, b'"id"', view.id, self.completion_id)
+            if view.model != self.model:
+                raw = _substitute(raw, b'"model"', view.model, self.model)
+            if view.created != self.created:
+                raw = _substitute_literal(raw, b'"created"', b"%d" % view.created, b"%d" % self.created)
+            if view.has_null_usage:
+                raw = _without_null_usage(raw)
+        except _NotRelayable:
+            return None
+        for choice in view.choices:
+            if choice.finish_reason:
+                self.finished_choices.add(choice.index)
+            delta = choice.delta
+            if delta.content is not None:
+                self.completion_chars += len(delta.content)
+            for call in delta.tool_calls or ():
+                self.completion_chars += len(call.function.arguments or "") if call.function else 0
+        self.chunks += 1
+        return raw
+
+    def _needs_no_rewrite(self, raw: bytes, view: ChunkView) -> bool:
+        """Nothing but id, model, created and a null usage differs from what the client gets."""
+        if not view.choices or view.object != "chat.completion.chunk":
+            return False
+        if b"\n" in raw or b"\r" in raw:  # pretty-printed JSON would break the SSE framing
+            return False
+        for choice in view.choices:
+            finish = choice.finish_reason
+            if finish == "" or not self._calls_relayable(choice.index, choice.delta.tool_calls):
+                return False  # an empty finish reason is made null by the general path
+            if finish and any(key[0] == choice.index for key in self._pending):
+                return False  # held-back calls are flushed with the finish
+        return True
+
+    def _calls_relayable(self, choice_index: int, calls: Sequence[ToolCallDeltaView] | None) -> bool:
+        """Only later deltas of known tool calls, carrying only their arguments, go as they are."""
+        if calls is None:
+            return True
+        if not calls:
+            return False  # an empty list is dropped by the general path
+        for call in calls:
+            function = call.function
+            if (
+                (choice_index, call.index) not in self._tool_calls_seen
+                or call.id is not None
+                or call.type is not None
+                or function is None
+                or function.name is not None
+                or function.arguments is None
+            ):
+                return False
+        return True
 
     def normalise(self, chunk: JSONObject) -> JSONObject | None:
         """The chunk to send on, or None when nothing is left to send (e.g. a usage-only chunk)."""
@@ -176,6 +259,49 @@ class ChunkNormaliser:
             "choices": [],
             "usage": usage.as_json(),
         }
+
+
+class _NotRelayable(Exception):
+    """The chunk's bytes cannot be changed in place: it takes the general path."""
+
+
+def _plain_json_string(value: str) -> bytes:
+    """``value`` as a JSON string literal, when it needs no escaping (ids and model names do not)."""
+    if not value.isascii() or not value.isprintable() or '"' in value or "\\" in value:
+        raise _NotRelayable
+    return b'"' + value.encode() + b'"'
+
+
+def _substitute(raw: bytes, key: bytes, old: str, new: str) -> bytes:
+    """`raw` with the first ``key: old`` member's string value replaced by ``new``."""
+    return _substitute_literal(raw, key, _plain_json_string(old), _plain_json_string(new))
+
+
+def _substitute_literal(raw: bytes, key: bytes, old_literal: bytes, new_literal: bytes) -> bytes:
+    """`raw` with the first ``key: old_literal`` member's value replaced (compact or ``": "``
+    spacing, as JSON encoders write it)."""
+    for separator in (b":", b": "):
+        member = key + separator + old_literal
+        at = raw.find(member)
+        if at >= 0:
+            start = at + len(key) + len(separator)
+            end = start + len(old_literal)
+            if raw[end : end + 1] not in (b",", b"}", b" "):
+                continue  # a longer number that starts with the same digits
+            return raw[:start] + new_literal + raw[end:]
+    raise _NotRelayable
+
+
+_NULL_USAGE = (b',"usage":null', b'"usage":null,', b', "usage": null', b'"usage": null, ')
+
+
+def _without_null_usage(raw: bytes) -> bytes:
+    """`raw` without its ``"usage": null`` member (the general path drops it too)."""
+    for member in _NULL_USAGE:
+        at = raw.find(member)
+        if at >= 0:
+            return raw[:at] + raw[at + len(member) :]
+    raise _NotRelayable
 
 
 def normalise_completion(answer: JSONObject, *, model: str, prompt: str) -> tuple[JSONObject, Usage]:

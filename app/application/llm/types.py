@@ -8,7 +8,7 @@ dataclasses here carry what the use cases decide on.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -57,17 +57,105 @@ class Usage:
         return cls(prompt_tokens=max(prompt, 0), completion_tokens=max(completion, 0))
 
 
+class FunctionDeltaView(Protocol):
+    @property
+    def name(self) -> str | None: ...
+
+    @property
+    def arguments(self) -> str | None: ...
+
+
+class ToolCallDeltaView(Protocol):
+    @property
+    def index(self) -> int: ...
+
+    @property
+    def id(self) -> str | None: ...
+
+    @property
+    def type(self) -> str | None: ...
+
+    @property
+    def function(self) -> FunctionDeltaView | None: ...
+
+
+class DeltaView(Protocol):
+    @property
+    def content(self) -> str | None: ...
+
+    @property
+    def tool_calls(self) -> Sequence[ToolCallDeltaView] | None: ...
+
+
+class ChoiceView(Protocol):
+    @property
+    def index(self) -> int: ...
+
+    @property
+    def delta(self) -> DeltaView: ...
+
+    @property
+    def finish_reason(self) -> str | None: ...
+
+
+class ChunkView(Protocol):
+    """The few fields of a well-formed stream chunk the gateway reads (typed: every field has
+    the type the OpenAI format gives it; anything else makes the chunk take the general path)."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def object(self) -> str: ...
+
+    @property
+    def created(self) -> int: ...
+
+    @property
+    def model(self) -> str: ...
+
+    @property
+    def choices(self) -> Sequence[ChoiceView]: ...
+
+    @property
+    def has_null_usage(self) -> bool:
+        """The chunk carries ``"usage": null`` (OpenAI's way of saying "not in this chunk")."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamChunk:
+    """One stream chunk as the upstream sent it: its JSON text (``raw``) and a typed view of the
+    fields the gateway reads. The gateway relays ``raw`` itself, with at most its ``id`` and
+    ``model`` values substituted, unless something in it must change; only then is it decoded
+    whole (`json`) and normalised (`ChunkNormaliser`)."""
+
+    raw: bytes
+    view: ChunkView
+    decode: Callable[[bytes], Any]
+
+    def json(self) -> JSONObject:
+        decoded: JSONObject = self.decode(self.raw)
+        return decoded
+
+
+# What an upstream stream yields: chunks as they arrived (`UpstreamChunk`), or chunk objects
+# (a provider that builds them, or a chunk the typed view could not read).
+StreamItem = JSONObject | UpstreamChunk
+
+
 class LLMClient(Protocol):
     """One upstream that speaks the OpenAI chat completions protocol.
 
     Both methods raise `UpstreamError` / `UpstreamTimeout` / `RateLimited` / `InvalidInput`.
-    `stream` yields parsed chunk objects; anything it raises before its first chunk happened
-    before a byte reached our client (so the caller may still fall back or answer with a status).
+    `stream` yields, per read from the upstream, the list of chunks that arrived together (so
+    they are relayed in one write); anything it raises before its first chunk happened before
+    a byte reached our client (so the caller may still fall back or answer with a status).
     """
 
     async def complete(self, body: JSONObject) -> JSONObject: ...
 
-    def stream(self, body: JSONObject) -> AsyncIterator[JSONObject]: ...
+    def stream(self, body: JSONObject) -> AsyncIterator[list[StreamItem]]: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,6 +17,8 @@ from app.application.llm.types import (
     ModelCatalog,
     ModelInfo,
     ModelTarget,
+    StreamItem,
+    UpstreamChunk,
     Usage,
     UsageRecord,
     UsageRecorder,
@@ -69,23 +72,32 @@ def _upstream_body(request: ChatRequest, target: ModelTarget) -> JSONObject:
     return body
 
 
+# What the gateway sends for one chunk: the upstream's JSON bytes (relayed as they came, with
+# our id and model), or a chunk object to encode.
+RelayedChunk = bytes | JSONObject
+
+
 class ChatStream:
     """An open streaming completion: its first chunk already arrived, so the HTTP status is 200.
 
-    Iterating yields normalised chunks (then the usage chunk when the client asked for it).
-    Whatever happens (end, upstream failure, client gone) one usage record is written.
+    `batches` yields, per upstream read, the chunks to send (then the usage chunk when the
+    client asked for it); iterating the stream itself yields them one by one as objects (the
+    agent loop reads them). Whatever happens (end, upstream failure, client gone) one usage
+    record is written.
     """
 
     def __init__(
         self,
         *,
-        first: JSONObject,
-        rest: AsyncIterator[JSONObject],
+        first: list[RelayedChunk],
+        first_items: list[StreamItem],
+        rest: AsyncIterator[list[StreamItem]],
         normaliser: ChunkNormaliser,
         request: ChatRequest,
         finish: Callable[[str, Usage, str | None], None],
     ) -> None:
-        self._first: JSONObject | None = first
+        self._first: list[RelayedChunk] | None = first
+        self._first_items = first_items
         self._rest = rest
         self._normaliser = normaliser
         self._request = request
@@ -101,20 +113,32 @@ class ChatStream:
         """Tokens so far: the upstream's usage once reported, else an estimate of what was relayed."""
         return self._normaliser.final_usage(prompt_text(self._request.body))
 
+    def batches(self) -> AsyncIterator[list[RelayedChunk]]:
+        """The chunks to send, in lists of those that arrived together (one write each)."""
+        return self._relayed(decoded=False)
+
     async def __aiter__(self) -> AsyncIterator[JSONObject]:
+        # Closing this iterator closes the relay under it at once (and so the upstream request).
+        async with contextlib.aclosing(self._relayed(decoded=True)) as batches:
+            async for batch in batches:
+                for chunk in batch:
+                    yield chunk  # type: ignore[misc]  # decoded=True: objects only
+
+    async def _relayed(self, *, decoded: bool) -> AsyncGenerator[list[RelayedChunk]]:
         self._started = True
         status, error_code = UsageStatus.DISCONNECTED, None
+        relay = self._normaliser.relay
         try:
             first, self._first = self._first, None
             if first is not None:
-                yield first
-            async for raw in self._rest:
-                chunk = self._normaliser.normalise(raw)
-                if chunk is not None:
-                    yield chunk
+                yield _decoded(first, self._first_items) if decoded else first
+            async for items in self._rest:
+                out = [chunk for item in items if (chunk := relay(item)) is not None]
+                if out:
+                    yield _decoded(out, items) if decoded else out
             usage = self._normaliser.final_usage(prompt_text(self._request.body))
             if self._request.include_usage:
-                yield self._normaliser.usage_chunk(usage)
+                yield [self._normaliser.usage_chunk(usage)]
             status = UsageStatus.SUCCESS
         except DomainError as exc:
             status, error_code = UsageStatus.ERROR, exc.code
@@ -134,6 +158,14 @@ class ChatStream:
             self._finish(UsageStatus.DISCONNECTED, self._normaliser.final_usage(prompt_text(self._request.body)), None)
         finally:
             await _aclose(self._rest)
+
+
+def _decoded(chunks: list[RelayedChunk], items: list[StreamItem]) -> list[RelayedChunk]:
+    """`chunks` as objects: relayed bytes decoded with their upstream chunk's own decoder."""
+    if all(isinstance(chunk, dict) for chunk in chunks):
+        return chunks
+    decoder = next(item.decode for item in items if isinstance(item, UpstreamChunk))
+    return [decoder(chunk) if isinstance(chunk, bytes) else chunk for chunk in chunks]
 
 
 async def _aclose(iterator: AsyncIterator[Any]) -> None:
@@ -203,13 +235,16 @@ class CreateChatCompletion:
         started = self._clock()
         normaliser = ChunkNormaliser(new_completion_id(), request.model, int(time.time()))
 
-        async def open_target(target: ModelTarget) -> tuple[JSONObject, AsyncIterator[JSONObject]]:
+        async def open_target(
+            target: ModelTarget,
+        ) -> tuple[list[RelayedChunk], list[StreamItem], AsyncIterator[list[StreamItem]]]:
             iterator = target.client.stream(_upstream_body(request, target)).__aiter__()
             try:
                 while True:
-                    first = normaliser.normalise(await iterator.__anext__())
-                    if first is not None:
-                        return first, iterator
+                    items = await iterator.__anext__()
+                    first = [chunk for item in items if (chunk := normaliser.relay(item)) is not None]
+                    if first:
+                        return first, items, iterator
             except StopAsyncIteration:
                 raise UpstreamError("The upstream model returned an empty answer.") from None
             except BaseException:
@@ -217,7 +252,7 @@ class CreateChatCompletion:
                 raise
 
         try:
-            first, rest = await self._first_working(model, open_target)
+            first, first_items, rest = await self._first_working(model, open_target)
         except DomainError as exc:
             self._record(principal, request, started, None, UsageStatus.ERROR, Usage(), exc.code)
             raise
@@ -229,7 +264,9 @@ class CreateChatCompletion:
         def finish(status: str, usage: Usage, error_code: str | None) -> None:
             self._record(principal, request, started, ttft, status, usage, error_code)
 
-        return ChatStream(first=first, rest=rest, normaliser=normaliser, request=request, finish=finish)
+        return ChatStream(
+            first=first, first_items=first_items, rest=rest, normaliser=normaliser, request=request, finish=finish
+        )
 
     async def _first_working(self, model: ModelInfo, attempt: Callable[[ModelTarget], Any]) -> Any:
         last: DomainError | None = None

@@ -126,12 +126,23 @@ def validate(raw: Any) -> ChatCompletionBody:
 
 
 async def relay_chunks(stream: ChatStream, metrics: Metrics, drain: Drain, heartbeat: float) -> AsyncIterator[bytes]:
-    """The SSE bytes of an open stream: whatever arrived together in one write, ``: ping``
-    while idle, an in-band error if it fails after it began, always ``data: [DONE]`` last."""
+    """The SSE bytes of an open stream: whatever arrived together in one write (chunks relayed
+    as the upstream's bytes where they need no change), ``: ping`` while idle, an in-band
+    error if it fails after it began, always ``data: [DONE]`` last."""
     metrics.active_streams.inc()
     try:
-        async for batch in batches_with_heartbeat(stream.__aiter__(), heartbeat, drain=drain):
-            yield PING if isinstance(batch, Heartbeat) else b"".join(map(encode_data, batch))
+        async for reads in batches_with_heartbeat(stream.batches(), heartbeat, drain=drain):
+            if isinstance(reads, Heartbeat):
+                yield PING
+                continue
+            parts: list[bytes] = []
+            for chunks in reads:
+                for chunk in chunks:
+                    if isinstance(chunk, bytes):
+                        parts += (b"data: ", chunk, b"\n\n")
+                    else:
+                        parts.append(encode_data(chunk))
+            yield b"".join(parts)
     except DomainError as exc:
         log.warning("chat_stream_failed", code=exc.code)
         yield encode_data(error_body(status_for(exc), exc.message, code=exc.code, param=exc.param))

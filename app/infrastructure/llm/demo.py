@@ -17,7 +17,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-from app.application.llm.types import JSONObject
+from app.application.llm.types import JSONObject, StreamItem
 
 _ARITHMETIC = re.compile(
     r"(-?\d+(?:\.\d+)?\s*(?:[-+*/^%]|\*\*)\s*-?\d+(?:\.\d+)?(?:\s*(?:[-+*/^%]|\*\*)\s*-?\d+(?:\.\d+)?)*)"
@@ -117,7 +117,11 @@ class DemoLLMClient:
             },
         }
 
-    async def stream(self, body: JSONObject) -> AsyncIterator[JSONObject]:
+    async def stream(self, body: JSONObject) -> AsyncIterator[list[StreamItem]]:
+        async for chunk in self._chunks(body):
+            yield [chunk]
+
+    async def _chunks(self, body: JSONObject) -> AsyncIterator[JSONObject]:
         text, calls = self._plan(body)
         n = _choice_count(body)
         completion_id = f"chatcmpl-{uuid.uuid4().hex}"

@@ -23,8 +23,9 @@ import httpx
 import msgspec
 from httpx_aiohttp import AiohttpTransport
 
-from app.application.llm.types import JSONObject
+from app.application.llm.types import JSONObject, StreamItem, UpstreamChunk
 from app.domain.errors import InvalidInput, RateLimited, UpstreamError, UpstreamTimeout
+from app.infrastructure.llm.chunk_view import read_chunk
 from app.infrastructure.llm.sse import SSEParser, SSETooLarge
 from app.infrastructure.observability.logging import get_logger
 
@@ -134,7 +135,7 @@ class OpenAICompatibleClient:
             raise UpstreamError("The upstream model returned an answer without choices.")
         return answer
 
-    async def stream(self, body: JSONObject) -> AsyncIterator[JSONObject]:  # noqa: PLR0912 - one SSE loop
+    async def stream(self, body: JSONObject) -> AsyncIterator[list[StreamItem]]:  # noqa: PLR0912 - one SSE loop
         deadline = time.monotonic() + self.policy.total_timeout
         response = await self._open(body, deadline)
         parser = SSEParser(max_event_bytes=min(self.policy.max_response_bytes, 4 * 1024 * 1024))
@@ -150,26 +151,34 @@ class OpenAICompatibleClient:
                     events = parser.feed(piece)
                 except SSETooLarge:
                     raise UpstreamError("The upstream model sent an event larger than allowed.") from None
-                for event in events:
-                    if event.data.strip() == "[DONE]":
-                        done = True
-                        break
-                    chunk = self._decode(event.data)
-                    if chunk is None:
-                        continue
-                    finished = finished or _has_finish_reason(chunk)
-                    yield chunk
+                # Everything one read brought is handed on together: one write to the client.
+                batch: list[StreamItem] = []
+                try:
+                    for event in events:
+                        if event.raw.strip() == b"[DONE]":
+                            done = True
+                            break
+                        item = self._read(event.raw)
+                        if item is not None:
+                            finished = finished or _has_finish_reason(item)
+                            batch.append(item)
+                finally:
+                    if batch:  # what came before an error event is still relayed
+                        yield batch
                 if done:
                     break
             if not done:
+                batch = []
                 for event in parser.close():
-                    if event.data.strip() == "[DONE]":
+                    if event.raw.strip() == b"[DONE]":
                         done = True
                         continue
-                    chunk = self._decode(event.data)
-                    if chunk is not None:
-                        finished = finished or _has_finish_reason(chunk)
-                        yield chunk
+                    item = self._read(event.raw)
+                    if item is not None:
+                        finished = finished or _has_finish_reason(item)
+                        batch.append(item)
+                if batch:
+                    yield batch
             if not done and not finished:
                 raise UpstreamError("The upstream model's stream ended before the answer was complete.")
             if done:
@@ -180,20 +189,19 @@ class OpenAICompatibleClient:
 
     # -- internals ------------------------------------------------------------------------
 
-    def _decode(self, data: str) -> JSONObject | None:
-        try:
-            chunk = _json_decode(data)
-        except ValueError:
-            chunk = None
-        if not isinstance(chunk, dict):
+    def _read(self, raw: bytes) -> StreamItem | None:
+        """One event's chunk (see `chunk_view`); None for one that is not a JSON object (skipped
+        and counted); an error object ends the stream."""
+        item = read_chunk(raw)
+        if item is None:
             self.malformed_chunks += 1
             self._on_malformed(self.name)
-            log.warning("upstream_malformed_chunk", upstream=self.name, size=len(data))
+            log.warning("upstream_malformed_chunk", upstream=self.name, size=len(raw))
             return None
-        if "error" in chunk and "choices" not in chunk:
-            log.warning("upstream_stream_error", upstream=self.name, code=_error_field(chunk, "code"))
+        if isinstance(item, dict) and "error" in item and "choices" not in item:
+            log.warning("upstream_stream_error", upstream=self.name, code=_error_field(item, "code"))
             raise UpstreamError("The upstream model failed while answering.")
-        return chunk
+        return item
 
     async def _pieces(self, response: httpx.Response, deadline: float, *, first: bool) -> AsyncGenerator[bytes, None]:
         """The body, with the first-byte, idle-gap and total timeouts applied to every read."""
@@ -332,6 +340,8 @@ def _error_field(detail: dict[str, Any], key: str) -> str:
     return value if isinstance(value, str) else ""
 
 
-def _has_finish_reason(chunk: JSONObject) -> bool:
-    choices = chunk.get("choices")
+def _has_finish_reason(item: StreamItem) -> bool:
+    if isinstance(item, UpstreamChunk):
+        return any(choice.finish_reason for choice in item.view.choices)
+    choices = item.get("choices")
     return isinstance(choices, list) and any(isinstance(c, dict) and c.get("finish_reason") for c in choices)

@@ -17,16 +17,23 @@ class SSETooLarge(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class SSEEvent:
-    data: str
+    """One event; ``raw`` is its data as bytes (the ``data:`` lines joined with ``\\n``): a JSON
+    chunk is relayed from these bytes without decoding them to text first."""
+
+    raw: bytes
     event: str | None = None
     id: str | None = None
+
+    @property
+    def data(self) -> str:
+        return self.raw.decode("utf-8", errors="replace")
 
 
 class SSEParser:
     def __init__(self, max_event_bytes: int = 1024 * 1024) -> None:
         self._max = max_event_bytes
         self._buffer = bytearray()
-        self._data: list[str] = []
+        self._data: list[bytes] = []
         self._data_size = 0
         self._event: str | None = None
         self._id: str | None = None
@@ -93,27 +100,27 @@ class SSEParser:
         if not raw:
             self._dispatch(events)
             return
-        line = raw.decode("utf-8", errors="replace")
-        if line.startswith(":"):
+        if raw[:1] == b":":
             self.comments += 1
             return
-        name, sep, value = line.partition(":")
-        if sep and value.startswith(" "):
+        name, sep, value = raw.partition(b":")
+        if sep and value[:1] == b" ":
             value = value[1:]
-        if name == "data":
+        if name == b"data":
             self._data.append(value)
             self._data_size += len(value) + 1
             if self._data_size > self._max:
                 raise SSETooLarge("an event-stream event exceeds the size cap")
-        elif name == "event":
-            self._event = value
-        elif name == "id":
-            self._id = value
+        elif name == b"event":
+            self._event = value.decode("utf-8", errors="replace")
+        elif name == b"id":
+            self._id = value.decode("utf-8", errors="replace")
         # "retry" and unknown fields are ignored, as the spec says.
 
     def _dispatch(self, events: list[SSEEvent]) -> None:
         if self._data:
-            events.append(SSEEvent(data="\n".join(self._data), event=self._event, id=self._id))
+            raw = self._data[0] if len(self._data) == 1 else b"\n".join(self._data)
+            events.append(SSEEvent(raw=raw, event=self._event, id=self._id))
         self._data = []
         self._data_size = 0
         self._event = None
