@@ -62,6 +62,8 @@ class ChunkNormaliser:
         self.completion_chars = 0
         self._tool_calls_seen: set[tuple[int, int]] = set()
         self._pending: dict[tuple[int, int], dict[str, Any]] = {}
+        # (the upstream's bytes before "choices", ours): see `_with_our_header`.
+        self._header: tuple[bytes, bytes] | None = None
 
     def relay(self, item: StreamItem) -> bytes | JSONObject | None:
         """What to send for one upstream chunk: its JSON bytes as they arrived (``id`` and
@@ -83,12 +85,7 @@ class ChunkNormaliser:
         if not self._needs_no_rewrite(raw, view):
             return None
         try:
-            if view.id != self.completion_id:
-                raw = _substitute(raw, b'"id"', view.id, self.completion_id)
-            if view.model != self.model:
-                raw = _substitute(raw, b'"model"', view.model, self.model)
-            if view.created != self.created:
-                raw = _substitute_literal(raw, b'"created"', b"%d" % view.created, b"%d" % self.created)
+            raw = self._with_our_header(raw, view)
             if view.has_null_usage:
                 raw = _without_null_usage(raw)
         except _NotRelayable:
@@ -103,6 +100,28 @@ class ChunkNormaliser:
                 self.completion_chars += len(call.function.arguments or "") if call.function else 0
         self.chunks += 1
         return raw
+
+    def _with_our_header(self, raw: bytes, view: ChunkView) -> bytes:
+        """`raw` with our id, model and created. Upstreams write those members in the same
+        bytes at the start of every chunk of a stream, so the rewritten start is worked out
+        once and swapped in (the members are found again when the start differs)."""
+        header = self._header
+        if header is not None and raw.startswith(header[0]):
+            return header[1] + raw[len(header[0]) :]
+        if view.id == self.completion_id and view.model == self.model and view.created == self.created:
+            return raw
+        ours = raw
+        if view.id != self.completion_id:
+            ours = _substitute(ours, b'"id"', view.id, self.completion_id)
+        if view.model != self.model:
+            ours = _substitute(ours, b'"model"', view.model, self.model)
+        if view.created != self.created:
+            ours = _substitute_literal(ours, b'"created"', b"%d" % view.created, b"%d" % self.created)
+        end = raw.find(b'"choices"')
+        # The header: everything before "choices", if the members are all in it.
+        if end > 0 and ours.endswith(raw[end:]):
+            self._header = (raw[:end], ours[: len(ours) - len(raw) + end])
+        return ours
 
     def _needs_no_rewrite(self, raw: bytes, view: ChunkView) -> bool:
         """Nothing but id, model, created and a null usage differs from what the client gets."""
@@ -293,10 +312,13 @@ def _substitute_literal(raw: bytes, key: bytes, old_literal: bytes, new_literal:
 
 
 _NULL_USAGE = (b',"usage":null', b'"usage":null,', b', "usage": null', b'"usage": null, ')
+_NULL_USAGE_LAST = b',"usage":null}'
 
 
 def _without_null_usage(raw: bytes) -> bytes:
     """`raw` without its ``"usage": null`` member (the general path drops it too)."""
+    if raw.endswith(_NULL_USAGE_LAST):  # where OpenAI writes it
+        return raw[: -len(_NULL_USAGE_LAST)] + b"}"
     for member in _NULL_USAGE:
         at = raw.find(member)
         if at >= 0:

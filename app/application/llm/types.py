@@ -123,16 +123,24 @@ class ChunkView(Protocol):
         ...
 
 
-@dataclass(frozen=True, slots=True)
 class UpstreamChunk:
     """One stream chunk as the upstream sent it: its JSON text (``raw``) and a typed view of the
-    fields the gateway reads. The gateway relays ``raw`` itself, with at most its ``id`` and
-    ``model`` values substituted, unless something in it must change; only then is it decoded
-    whole (`json`) and normalised (`ChunkNormaliser`)."""
+    fields the gateway reads. The gateway relays ``raw`` itself, with at most its ``id``,
+    ``model`` and ``created`` values substituted, unless something in it must change; only then
+    is it decoded whole (`json`) and normalised (`ChunkNormaliser`).
 
-    raw: bytes
-    view: ChunkView
-    decode: Callable[[bytes], Any]
+    A plain class with slots: one is made per chunk, and a frozen dataclass costs twice as much
+    to build (bench/relay_micro.py)."""
+
+    __slots__ = ("decode", "raw", "view")
+
+    def __init__(self, raw: bytes, view: ChunkView, decode: Callable[[bytes], Any]) -> None:
+        self.raw = raw
+        self.view = view
+        self.decode = decode
+
+    def __repr__(self) -> str:
+        return f"UpstreamChunk({self.raw!r})"
 
     def json(self) -> JSONObject:
         decoded: JSONObject = self.decode(self.raw)
