@@ -108,10 +108,10 @@ class RawUpstream:
         self.requests.append((head, body))
         return answer(head, body) or b""
 
-    async def client_gone(self, reader: asyncio.StreamReader, timeout: float = 2.0) -> bool:
+    async def client_gone(self, reader: asyncio.StreamReader, seconds: float = 2.0) -> bool:
         """Waits until the client closes its side (EOF or reset); False on timeout."""
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(seconds):
                 data = await reader.read(65536)
         except TimeoutError:
             return False

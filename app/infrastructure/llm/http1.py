@@ -345,7 +345,12 @@ class _Connection(asyncio.Protocol):
         self.response = response
         self.got_bytes = False
         self.head_bytes = 0
-        transport.write(request)
+        try:
+            transport.write(request)
+        except (OSError, RuntimeError):  # the transport closed under us (uvloop raises, asyncio drops)
+            self.response = None
+            self.drop()
+            raise _StaleConnection("the connection closed as the request was written") from None
         try:
             await response._head
         except BaseException:

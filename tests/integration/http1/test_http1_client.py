@@ -37,8 +37,10 @@ def client(**options: Any) -> Http1Client:
 
 
 async def post_and_read(llm: Http1Client, url: str, body: bytes = BODY) -> tuple[Http1Response, bytes]:
-    response = await llm.post(url, body)
-    data = await response.aread()
+    # Bounded: a client bug must fail the test, not hang it.
+    async with asyncio.timeout(5):
+        response = await llm.post(url, body)
+        data = await response.aread()
     await response.aclose()
     return response, data
 
@@ -95,10 +97,10 @@ async def test_a_request_on_a_reused_connection_starts_no_task() -> None:
             def counting(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Future[Any]:
                 created.append(coro)
                 if factory is not None:
-                    return factory(loop, coro, **kwargs)  # type: ignore[arg-type]
+                    return factory(loop, coro, **kwargs)
                 return asyncio.Task(coro, loop=loop, **kwargs)
 
-            loop.set_task_factory(counting)  # type: ignore[arg-type]
+            loop.set_task_factory(counting)
             try:
                 for _ in range(3):
                     _, data = await post_and_read(llm, server.url)
@@ -169,6 +171,36 @@ async def test_the_pool_limit_holds_and_waiting_requests_are_served_in_arrival_o
         assert order == [b"%d" % n for n in range(6)]  # first come, first served
     else:
         assert sorted(order) == [b"%d" % n for n in range(6)]
+
+
+async def test_idle_connections_are_reused_newest_first() -> None:
+    gates = {1: asyncio.Event(), 2: asyncio.Event()}
+
+    async def handler(server: RawUpstream, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        first = True
+        while await server.serve(reader, lambda h, b: b"x"):
+            if first and n in gates:
+                await gates[n].wait()
+            first = False
+            writer.write(ok(b"conn-%d" % n))
+            await writer.drain()
+
+    async with RawUpstream(handler) as server:
+        llm = client()
+        try:
+            one = asyncio.ensure_future(post_and_read(llm, server.url))
+            await asyncio.sleep(0.02)
+            two = asyncio.ensure_future(post_and_read(llm, server.url))
+            await asyncio.sleep(0.02)
+            gates[1].set()
+            assert (await one)[1] == b"conn-1"
+            gates[2].set()
+            assert (await two)[1] == b"conn-2"  # released last
+            assert (await post_and_read(llm, server.url))[1] == b"conn-2"
+            assert (await post_and_read(llm, server.url))[1] == b"conn-2"
+        finally:
+            await llm.aclose()
+    assert server.connections == 2
 
 
 async def test_a_request_waiting_longer_than_the_pool_timeout_fails() -> None:
@@ -447,7 +479,8 @@ async def test_compressed_bodies_are_decoded(encoding: bytes, compress: Any) -> 
     plain = b"data: " + b"x" * 5000 + b"\n\n"
     packed = compress(plain)
     third = len(packed) // 3
-    answer = chunked(packed[:third], packed[third : 2 * third], packed[2 * third :], extra=b"Content-Encoding: %s\r\n" % encoding)
+    pieces = (packed[:third], packed[third : 2 * third], packed[2 * third :])
+    answer = chunked(*pieces, extra=b"Content-Encoding: %s\r\n" % encoding)
     async with RawUpstream(keep_alive(lambda h, b: answer)) as server:
         llm = client()
         try:
@@ -507,7 +540,7 @@ async def test_an_answer_that_is_not_http_is_a_protocol_error_without_waiting(ga
         if await server.serve(reader, lambda h, b: b"x"):
             writer.write(garbage)
             await writer.drain()
-            await server.client_gone(reader, timeout=5)  # keeps the connection open: no EOF to rely on
+            await server.client_gone(reader, seconds=5)  # keeps the connection open: no EOF to rely on
 
     async with RawUpstream(handler) as server:
         llm = client()
@@ -526,7 +559,7 @@ async def test_a_head_larger_than_allowed_is_a_protocol_error() -> None:
             for _ in range(2000):
                 writer.write(b"X-Padding: " + b"p" * 100 + b"\r\n")
             await writer.drain()
-            await server.client_gone(reader, timeout=5)
+            await server.client_gone(reader, seconds=5)
 
     async with RawUpstream(handler) as server:
         llm = client()
@@ -561,7 +594,11 @@ async def test_a_reset_mid_body_is_a_read_error_after_what_arrived() -> None:
 
 @pytest.mark.parametrize("framing", ["chunked", "content-length"])
 async def test_a_clean_close_mid_body_is_a_read_error(framing: str) -> None:
-    head = b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n" if framing == "chunked" else b"Content-Length: 50\r\n\r\nhello"
+    head = (
+        b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"
+        if framing == "chunked"
+        else b"Content-Length: 50\r\n\r\nhello"
+    )
 
     async def handler(server: RawUpstream, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: int) -> None:
         if await server.serve(reader, lambda h, b: b"x"):
