@@ -549,8 +549,9 @@ class _Pool:
 
     async def acquire(self, *, fresh: bool = False) -> _Connection:
         """A connection to send on: an idle one (unless `fresh`), a new one, or one freed for us."""
-        if self.loop is None:
-            self.loop = asyncio.get_running_loop()
+        loop = asyncio.get_running_loop()
+        if loop is not self.loop:
+            self._bind(loop)
         while True:
             if self._closed:
                 raise Http1ConnectError("the client is closed")
@@ -574,6 +575,21 @@ class _Pool:
             if granted.alive:
                 return granted
             granted.drop()
+
+    def _bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        """First use, or use from another event loop (tests, a restarted loop): start afresh.
+
+        Connections and waiters of the previous loop belong to it and are forgotten here.
+        """
+        if self.loop is not None:
+            for conn in self.connections:
+                conn.counted = False
+                conn.alive = False
+            self.connections.clear()
+            self._idle.clear()
+            self._waiters.clear()
+            self._total = 0
+        self.loop = loop
 
     def release(self, conn: _Connection) -> None:
         """A connection whose answer was read to its end: to the first waiter, else idle."""

@@ -504,6 +504,17 @@ async def test_a_body_that_does_not_decompress_is_a_protocol_error() -> None:
             await llm.aclose()
 
 
+async def test_an_encoding_we_cannot_decode_is_a_protocol_error() -> None:
+    answer = ok(b"\x8b\x00", extra=b"Content-Encoding: br\r\n")
+    async with RawUpstream(keep_alive(lambda h, b: answer)) as server:
+        llm = client()
+        try:
+            with pytest.raises(Http1ProtocolError):
+                await llm.post(server.url, BODY)
+        finally:
+            await llm.aclose()
+
+
 async def test_interim_1xx_answers_are_skipped() -> None:
     interim = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </x>\r\n\r\n"
     async with RawUpstream(keep_alive(lambda h, b: interim + ok(b"final", extra=b"X-Final: yes\r\n"))) as server:
@@ -820,3 +831,16 @@ async def test_a_large_request_body_is_sent_whole() -> None:
             await llm.aclose()
     assert data == b"abc"
     assert server.requests[0][1] == b"x" * 3_000_000
+
+
+def test_a_client_used_from_another_event_loop_starts_afresh() -> None:
+    """One client, two loops one after the other (a test harness, a restarted loop)."""
+
+    async def once(llm: Http1Client) -> bytes:
+        async with RawUpstream(keep_alive(lambda h, b: ok(b"again"))) as server:
+            return (await post_and_read(llm, server.url))[1]
+
+    llm = client()
+    assert asyncio.run(once(llm)) == b"again"
+    assert asyncio.run(once(llm)) == b"again"
+    asyncio.run(llm.aclose())
