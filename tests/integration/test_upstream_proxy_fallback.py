@@ -53,6 +53,7 @@ async def test_native_falls_back_to_httpx_only_where_a_proxy_applies(
     assert "proxy.internal" not in caplog.text  # the proxy URL may carry credentials
     assert _kinds("https://127.0.0.1:8443/v1/chat/completions", "native") is NativeTransport
     assert _kinds("https://api.openai.com/v1/chat/completions", "aiohttp") is HttpxTransport
+    assert _kinds("https://user:secret@llm.example/v1/chat/completions", "native") is HttpxTransport
     with pytest.raises(ValueError, match="unknown upstream HTTP transport"):
         _kinds("https://api.openai.com/v1/chat/completions", "curl")
 

@@ -11,6 +11,7 @@ has the measurements behind the default):
 The native client does not speak to proxies: when ``HTTP_PROXY`` / ``HTTPS_PROXY`` /
 ``ALL_PROXY`` apply to the upstream (``NO_PROXY`` honoured), that upstream is served by the
 ``httpx`` transport with ``trust_env`` instead, and it is logged once when the client is built.
+The same for a base URL carrying ``user:password@`` (httpx sends it as basic auth).
 
 Every implementation raises the same errors (`TransportConnectError`,
 `TransportTimeoutError`, `TransportRequestError`) from ``post``, and names the errors its
@@ -228,10 +229,18 @@ def build_transport(
     if kind not in TRANSPORT_KINDS:
         raise ValueError(f"unknown upstream HTTP transport {kind!r} (one of {', '.join(TRANSPORT_KINDS)})")
     if kind == "native":
-        if proxy_for(url) is None:
+        parts = urlsplit(url)
+        if parts.username is not None or parts.password is not None:
+            # Basic credentials in the URL: httpx sends them, the native client does not.
+            log.warning("upstream_native_fallback", upstream=upstream, transport="httpx", reason="credentials in URL")
+            kind = "httpx"
+        elif proxy_for(url) is None:
             return NativeTransport(url, headers, max_connections=max_connections, connect_timeout=connect_timeout)
-        log.warning("upstream_proxy_fallback", upstream=upstream, transport="httpx", reason="proxy from environment")
-        kind = "httpx"
+        else:
+            log.warning(
+                "upstream_proxy_fallback", upstream=upstream, transport="httpx", reason="proxy from environment"
+            )
+            kind = "httpx"
     return HttpxTransport(
         url,
         headers,
