@@ -231,8 +231,10 @@ class LLMSettings(BaseSettings):
     llm_max_response_bytes: int = Field(16 * 1024 * 1024, ge=1024)
     # Connections per upstream per worker; every open stream holds one for its whole life.
     llm_max_connections: int = Field(1000, ge=1, le=100_000)
-    # The HTTP/1.1 client under httpx: aiohttp's (measured cheaper, docs/benchmarks.md) or httpcore.
-    llm_http_transport: Literal["aiohttp", "httpx"] = "aiohttp"
+    # The upstream HTTP/1.1 client: the native one (app/infrastructure/llm/http1.py, the least CPU,
+    # docs/benchmarks.md), httpx over aiohttp, or httpx over httpcore. A proxy from the environment
+    # makes "native" use httpx for that upstream.
+    llm_http_transport: Literal["native", "aiohttp", "httpx"] = "native"
     # A `: ping` comment is sent on a chat stream idle this long.
     llm_heartbeat_seconds: float = Field(15.0, gt=0, le=300)
     # Usage records are written behind the request, in batches.

@@ -514,9 +514,10 @@ async def profile(s: Stack, out: Path, seconds: float = 6.0) -> None:
 
 
 VARIANTS: list[tuple[str, str, dict[str, str]]] = [
-    ("uvicorn (uvloop, httptools) + httpx over aiohttp [production]", "uvicorn", {}),
+    ("uvicorn (uvloop, httptools) + native HTTP/1.1 client [production]", "uvicorn", {"LLM_HTTP_TRANSPORT": "native"}),
+    ("uvicorn (uvloop, httptools) + httpx over aiohttp", "uvicorn", {"LLM_HTTP_TRANSPORT": "aiohttp"}),
     ("uvicorn (uvloop, httptools) + httpx default transport (httpcore)", "uvicorn", {"LLM_HTTP_TRANSPORT": "httpx"}),
-    ("granian (uvloop, HTTP/1) + httpx over aiohttp", "granian", {}),
+    ("granian (uvloop, HTTP/1) + native HTTP/1.1 client", "granian", {"LLM_HTTP_TRANSPORT": "native"}),
 ]
 
 

@@ -1,8 +1,13 @@
-"""`OpenAICompatibleClient` against a real HTTP upstream on loopback (the fake, in its own thread)."""
+"""`OpenAICompatibleClient` against a real HTTP upstream on loopback (the fake, in its own thread).
+
+Every test runs on each of the three HTTP transports (native, httpx over aiohttp, httpcore):
+they must behave alike.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -30,10 +35,15 @@ def upstream() -> Iterator[FakeUpstream]:
     server.close()
 
 
+@pytest.fixture(params=["native", "aiohttp", "httpx"])
+def transport(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
 @pytest.fixture
-async def client(upstream: FakeUpstream) -> AsyncIterator[OpenAICompatibleClient]:
+async def client(upstream: FakeUpstream, transport: str) -> AsyncIterator[OpenAICompatibleClient]:
     upstream.reset()
-    llm = OpenAICompatibleClient("fake", upstream.base_url, SECRET, FAST)
+    llm = OpenAICompatibleClient("fake", upstream.base_url, SECRET, dataclasses.replace(FAST, transport=transport))
     yield llm
     await llm.aclose()
 
@@ -101,8 +111,9 @@ async def test_a_retry_after_longer_than_allowed_is_not_waited_for(
     assert upstream.request_count == 1
 
 
-async def test_connect_errors_are_retried_then_502() -> None:
-    llm = OpenAICompatibleClient("dead", f"http://127.0.0.1:{free_port()}/v1", SECRET, FAST)
+async def test_connect_errors_are_retried_then_502(transport: str) -> None:
+    policy = dataclasses.replace(FAST, transport=transport)
+    llm = OpenAICompatibleClient("dead", f"http://127.0.0.1:{free_port()}/v1", SECRET, policy)
     try:
         with pytest.raises(UpstreamError) as caught:
             await llm.complete(BODY)
@@ -191,9 +202,10 @@ async def test_a_stream_without_done_but_finished_is_accepted(
     assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
 
 
-async def test_response_size_cap(upstream: FakeUpstream) -> None:
+async def test_response_size_cap(upstream: FakeUpstream, transport: str) -> None:
     upstream.reset(UpstreamScript(words=["word"] * 500))
-    llm = OpenAICompatibleClient("fake", upstream.base_url, SECRET, UpstreamPolicy(max_response_bytes=2048))
+    policy = UpstreamPolicy(max_response_bytes=2048, transport=transport)
+    llm = OpenAICompatibleClient("fake", upstream.base_url, SECRET, policy)
     try:
         with pytest.raises(UpstreamError):
             await collect(llm)

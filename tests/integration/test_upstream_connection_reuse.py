@@ -52,7 +52,7 @@ def upstream() -> Iterator[KeepAliveUpstream]:
 BODY: dict[str, Any] = {"model": "bench-fast", "messages": [{"role": "user", "content": "hi"}]}
 
 
-@pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
+@pytest.mark.parametrize("transport", ["native", "aiohttp", "httpx"])
 async def test_streams_and_answers_reuse_one_connection(upstream: KeepAliveUpstream, transport: str) -> None:
     llm = OpenAICompatibleClient(
         "mock", f"http://127.0.0.1:{upstream.port}/v1", None, UpstreamPolicy(transport=transport)

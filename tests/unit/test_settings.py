@@ -116,3 +116,18 @@ def test_cli_refuses_to_start_with_one_line() -> None:
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert "JWT_SECRET is too short" in lines[0]
+
+
+def test_the_upstream_http_transport_is_native_unless_chosen(monkeypatch: pytest.MonkeyPatch) -> None:
+    from app.bootstrap import upstream_policy
+    from app.config import LLMSettings
+
+    monkeypatch.delenv("LLM_HTTP_TRANSPORT", raising=False)
+    assert LLMSettings().llm_http_transport == "native"
+    for kind in ("native", "aiohttp", "httpx"):
+        monkeypatch.setenv("LLM_HTTP_TRANSPORT", kind)
+        assert LLMSettings().llm_http_transport == kind
+    assert upstream_policy(Settings(llm=LLMSettings(llm_http_transport="httpx"))).transport == "httpx"
+    monkeypatch.setenv("LLM_HTTP_TRANSPORT", "curl")
+    with pytest.raises(ValidationError):
+        LLMSettings()

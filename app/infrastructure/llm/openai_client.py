@@ -1,6 +1,7 @@
 """`OpenAICompatibleClient`: the production `LLMClient` for any OpenAI-compatible upstream.
 
-One pooled `httpx.AsyncClient` per upstream. Timeouts on connect, first byte, the idle gap
+One pooled HTTP client per upstream (`app.infrastructure.llm.transports`: the native HTTP/1.1
+client by default, or httpx over aiohttp or httpcore). Timeouts on connect, first byte, the idle gap
 between chunks and the whole call. Connect errors, 429 and 5xx are retried with jittered
 backoff (honouring the upstream's ``Retry-After``) and only before the first chunk was
 produced, so never after anything reached our client. Failures become domain errors whose
@@ -18,25 +19,24 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
-import httpx
 import msgspec
-from httpx_aiohttp import AiohttpTransport
 
 from app.application.llm.types import JSONObject, StreamItem, UpstreamChunk
 from app.domain.errors import InvalidInput, RateLimited, UpstreamError, UpstreamTimeout
 from app.infrastructure.llm.chunk_view import read_chunk
 from app.infrastructure.llm.sse import SSEParser, SSETooLarge
+from app.infrastructure.llm.transports import (
+    TransportConnectError,
+    TransportError,
+    TransportTimeoutError,
+    UpstreamResponse,
+    build_transport,
+)
 from app.infrastructure.observability.logging import get_logger
 
 log = get_logger(__name__)
 
 _PASS_THROUGH_CODES = frozenset({"context_length_exceeded", "invalid_value", "missing_field", "model_not_found"})
-
-
-# httpx's own errors, and aiohttp's that the httpx-aiohttp transport lets through unmapped
-# (e.g. `ClientResponseError` for an answer that is not HTTP at all).
-_TRANSPORT_ERRORS: tuple[type[Exception], ...] = (httpx.HTTPError, aiohttp.ClientError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,16 +53,16 @@ class UpstreamPolicy:
     max_request_bytes: int = 4 * 1024 * 1024
     max_response_bytes: int = 16 * 1024 * 1024
     max_connections: int = 1000
-    # "aiohttp" (httpx-aiohttp: aiohttp's connection pool under the httpx API) or "httpx" (httpcore).
-    transport: str = "aiohttp"
+    # "native" (app.infrastructure.llm.http1), "aiohttp" (httpx over aiohttp's pool) or "httpx" (httpcore).
+    transport: str = "native"
 
 
-def _retry_after_seconds(response: httpx.Response) -> float | None:
-    raw_ms = response.headers.get("retry-after-ms")
+def _retry_after_seconds(response: UpstreamResponse) -> float | None:
+    raw_ms = response.header("retry-after-ms")
     if raw_ms:
         with contextlib.suppress(ValueError):
             return max(float(raw_ms) / 1000.0, 0.0)
-    raw = response.headers.get("retry-after")
+    raw = response.header("retry-after")
     if raw:
         with contextlib.suppress(ValueError):
             return max(float(raw), 0.0)
@@ -96,23 +96,23 @@ class OpenAICompatibleClient:
         if api_key:
             headers["Authorization"] = f"Bearer {api_key}"
         p = self.policy
-        limits = httpx.Limits(max_connections=p.max_connections, max_keepalive_connections=p.max_connections)
-        self._http = httpx.AsyncClient(
-            headers=headers,
-            transport=AiohttpTransport(limits=limits) if p.transport == "aiohttp" else None,
-            timeout=httpx.Timeout(connect=p.connect_timeout, read=None, write=p.idle_timeout, pool=p.connect_timeout),
-            # Idle connections are all kept (they expire after 5 s): a smaller keep-alive pool than the
-            # pool itself closes and reopens connections on every wave of concurrent requests.
-            limits=limits,
-            follow_redirects=False,
+        self._transport = build_transport(
+            p.transport,
+            self._url,
+            headers,
+            max_connections=p.max_connections,
+            connect_timeout=p.connect_timeout,
+            write_timeout=p.idle_timeout,
+            upstream=name,
         )
+        self._read_errors = self._transport.read_errors
         self._secret = api_key or ""
         self._on_malformed = on_malformed_chunk or (lambda _: None)
         self._on_retry = on_retry or (lambda _: None)
         self.malformed_chunks = 0
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        await self._transport.aclose()
 
     # -- the LLMClient port -------------------------------------------------------------
 
@@ -203,9 +203,10 @@ class OpenAICompatibleClient:
             raise UpstreamError("The upstream model failed while answering.")
         return item
 
-    async def _pieces(self, response: httpx.Response, deadline: float, *, first: bool) -> AsyncGenerator[bytes, None]:
+    async def _pieces(self, response: UpstreamResponse, deadline: float, *, first: bool) -> AsyncGenerator[bytes, None]:
         """The body, with the first-byte, idle-gap and total timeouts applied to every read."""
-        iterator = response.aiter_bytes().__aiter__()
+        read = response.read
+        read_errors = self._read_errors
         waiting_first = first
         while True:
             budget = self.policy.first_byte_timeout if waiting_first else self.policy.idle_timeout
@@ -215,19 +216,18 @@ class OpenAICompatibleClient:
             try:
                 # asyncio.timeout, not wait_for: no extra task per read (a stream reads many times).
                 async with asyncio.timeout(min(budget, remaining)):
-                    piece = await iterator.__anext__()
-            except StopAsyncIteration:
-                return
+                    piece = await read()
             except TimeoutError:
                 raise UpstreamTimeout("The upstream model stopped answering (timeout).") from None
-            except _TRANSPORT_ERRORS as exc:
+            except read_errors as exc:
                 log.warning("upstream_read_failed", upstream=self.name, error=type(exc).__name__)
                 raise UpstreamError("The upstream model's connection broke while answering.") from None
-            if piece:
-                waiting_first = False
-                yield piece
+            if not piece:
+                return
+            waiting_first = False
+            yield piece
 
-    async def _open(self, body: JSONObject, deadline: float) -> httpx.Response:
+    async def _open(self, body: JSONObject, deadline: float) -> UpstreamResponse:
         payload = _json_encode(body)
         if len(payload) > self.policy.max_request_bytes:
             raise InvalidInput("The request is larger than the upstream accepts.", code="request_too_large")
@@ -247,22 +247,21 @@ class OpenAICompatibleClient:
                 log.info("upstream_retry", upstream=self.name, attempt=attempt, wait_s=round(wait, 3))
                 await asyncio.sleep(wait)
 
-    async def _attempt(self, payload: bytes, deadline: float) -> httpx.Response:
-        request = self._http.build_request(
-            "POST", self._url, content=payload, headers={"Content-Type": "application/json"}
-        )
+    async def _attempt(self, payload: bytes, deadline: float) -> UpstreamResponse:
         timeout = min(self.policy.first_byte_timeout, max(deadline - time.monotonic(), 0.001))
         try:
-            response = await asyncio.wait_for(self._http.send(request, stream=True), timeout=timeout)
+            # asyncio.timeout, not wait_for: no task per request.
+            async with asyncio.timeout(timeout):
+                response = await self._transport.post(payload)
         except TimeoutError:
             raise UpstreamTimeout("The upstream model did not answer in time.") from None
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-            log.warning("upstream_connect_failed", upstream=self.name, error=type(exc).__name__)
+        except TransportConnectError as exc:
+            log.warning("upstream_connect_failed", upstream=self.name, error=exc.kind)
             raise _Retry(UpstreamError("The upstream model is unreachable."), None) from None
-        except httpx.TimeoutException:
+        except TransportTimeoutError:
             raise UpstreamTimeout("The upstream model did not answer in time.") from None
-        except _TRANSPORT_ERRORS as exc:
-            log.warning("upstream_request_failed", upstream=self.name, error=type(exc).__name__)
+        except TransportError as exc:
+            log.warning("upstream_request_failed", upstream=self.name, error=exc.kind)
             raise _Retry(UpstreamError("The upstream model's connection failed."), None) from None
         if response.status_code < 400:
             return response
@@ -272,11 +271,12 @@ class OpenAICompatibleClient:
             await response.aclose()
         raise error
 
-    async def _error_of(self, response: httpx.Response) -> Exception:
+    async def _error_of(self, response: UpstreamResponse) -> Exception:
         status = response.status_code
         detail: dict[str, Any] = {}
         with contextlib.suppress(Exception):
-            raw = await asyncio.wait_for(self._read_capped(response, 64 * 1024), timeout=self.policy.idle_timeout)
+            async with asyncio.timeout(self.policy.idle_timeout):
+                raw = await self._read_capped(response, 64 * 1024)
             parsed = json.loads(raw)
             if isinstance(parsed, dict) and isinstance(parsed.get("error"), dict):
                 detail = parsed["error"]
@@ -308,9 +308,9 @@ class OpenAICompatibleClient:
         return UpstreamError(f"The upstream model refused the request (status {status}).")
 
     @staticmethod
-    async def _read_capped(response: httpx.Response, cap: int) -> bytes:
+    async def _read_capped(response: UpstreamResponse, cap: int) -> bytes:
         data = bytearray()
-        async for piece in response.aiter_bytes():
+        while piece := await response.read():
             data += piece
             if len(data) >= cap:
                 break
