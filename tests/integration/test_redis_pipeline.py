@@ -17,12 +17,15 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from litestar.testing import AsyncTestClient
 from redis.asyncio import Redis
 from redis.exceptions import AuthenticationError, ConnectionError, RedisError, ResponseError, TimeoutError
 
-from app.config import RedisSettings
+from app.config import RedisSettings, Settings
 from app.infrastructure.redis_client import create_hot_path_redis
 from app.infrastructure.redis_pipeline import LuaScript, PipelinedRedis, RedisPyHotPath
+from tests.conftest import AppFactory
+from tests.support.identity import admin_session, bearer, issue_key, with_admin
 from tests.support.services import RedisServer, spawn_redis
 
 TIMEOUT = 0.3
@@ -405,3 +408,38 @@ async def test_rediss_speaks_tls_and_checks_the_certificate(certificate: tuple[P
         finally:
             for client in (trusted, untrusted, unchecked):
                 await client.aclose()
+
+
+# --- wiring -------------------------------------------------------------------------------------------
+
+
+async def test_the_app_sends_its_per_request_calls_through_the_pipelined_client(
+    settings: Settings, app_factory: AppFactory
+) -> None:
+    app = app_factory(with_admin(settings))
+    container = app.state.container
+    hot = container.redis_hot_path
+    assert isinstance(hot, PipelinedRedis)
+    async with AsyncTestClient(app=app) as client:
+        admin = (await admin_session(client))["access_token"]
+        key = (await issue_key(client, admin))["key"]
+        chat = {"model": "demo", "messages": [{"role": "user", "content": "hello"}]}
+        for stream in (False, True):
+            response = await client.post("/v1/chat/completions", json={**chat, "stream": stream}, headers=bearer(key))
+            assert response.status_code == 200
+            assert "x-ratelimit-remaining-requests" in response.headers
+        assert hot.connected
+        assert hot.connects == 1  # admission, settlement, lease release and revocation reads share it
+        assert not container.rate_limits.health.degraded
+    assert not hot.connected  # closed with the container
+
+
+async def test_redis_py_can_carry_the_hot_path_instead(settings: Settings, app_factory: AppFactory) -> None:
+    redis = settings.redis.model_copy(update={"hot_path_client": "redis-py"})
+    app = app_factory(with_admin(settings.model_copy(update={"redis": redis})))
+    assert isinstance(app.state.container.redis_hot_path, RedisPyHotPath)
+    async with AsyncTestClient(app=app) as client:
+        admin = (await admin_session(client))["access_token"]
+        key = (await issue_key(client, admin))["key"]
+        chat = {"model": "demo", "messages": [{"role": "user", "content": "hello"}]}
+        assert (await client.post("/v1/chat/completions", json=chat, headers=bearer(key))).status_code == 200
