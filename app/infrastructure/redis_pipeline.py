@@ -207,6 +207,7 @@ class _Connection(asyncio.Protocol):
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop, timeout: float) -> None:
+        self.loop = loop
         self._loop = loop
         self._timeout = timeout
         self._transport: asyncio.Transport | None = None
@@ -303,6 +304,9 @@ class _Connection(asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self.loop.is_closed():  # a connection left behind by a finished event loop: nothing runs there
+            self._transport = None
+            return
         if self._transport is not None:
             self._transport.abort()  # connection_lost follows, with nothing left to fail
             self._transport = None
@@ -376,7 +380,7 @@ class PipelinedRedis:
     async def execute(self, *args: Arg) -> Reply:
         """Send one command, return its reply (redis-py's exception on an error reply)."""
         conn = self._conn
-        if conn is None or conn.closed:
+        if conn is None or conn.closed or conn.loop is not asyncio.get_running_loop():
             conn = await self._connected()
         return await conn.send(pack_command(args))
 
@@ -410,12 +414,22 @@ class PipelinedRedis:
     # connecting
 
     async def _connected(self) -> _Connection:
-        """The open connection; concurrent callers share one connect."""
+        """The open connection; concurrent callers share one connect.
+
+        A connection made on another event loop (a second ``asyncio.run`` in one process) is
+        dropped: its futures could not be awaited here.
+        """
         if self._closed:
             raise RedisConnectionError("The Redis client is closed")
+        loop = asyncio.get_running_loop()
+        if self._conn is not None and self._conn.loop is not loop:
+            self._conn.close()
+            self._conn = None
         task = self._connecting
+        if task is not None and task.get_loop() is not loop:
+            task = None
         if task is None:
-            task = asyncio.get_running_loop().create_task(self._connect(), name="redis-connect")
+            task = loop.create_task(self._connect(), name="redis-connect")
             self._connecting = task
             task.add_done_callback(_retrieve)
         # Shielded: a caller that is cancelled must not cancel the others' connect.

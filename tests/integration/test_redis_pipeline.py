@@ -443,3 +443,11 @@ async def test_redis_py_can_carry_the_hot_path_instead(settings: Settings, app_f
         key = (await issue_key(client, admin))["key"]
         chat = {"model": "demo", "messages": [{"role": "user", "content": "hello"}]}
         assert (await client.post("/v1/chat/completions", json=chat, headers=bearer(key))).status_code == 200
+
+
+def test_a_client_used_from_a_second_event_loop_reconnects_there(redis_url: str) -> None:
+    client = PipelinedRedis.from_url(redis_url, timeout=2.0)
+    assert asyncio.run(client.ping())
+    assert asyncio.run(client.ping())  # the first loop (and its connection) is gone
+    assert client.connects == 2
+    asyncio.run(client.aclose())
