@@ -29,7 +29,8 @@ from app.infrastructure.persistence.unit_of_work import SqlAlchemyUnitOfWork
 from app.infrastructure.ratelimit.in_process import InProcessRateLimiter
 from app.infrastructure.ratelimit.redis_limiter import RedisRateLimiter
 from app.infrastructure.ratelimit.resilient import RateLimiters, RateLimitProbe, RedisHealth, ResilientRateLimiter
-from app.infrastructure.redis_client import InProcessLimiterProbe, RedisProbe, create_redis
+from app.infrastructure.redis_client import InProcessLimiterProbe, RedisProbe, create_hot_path_redis, create_redis
+from app.infrastructure.redis_pipeline import HotPathRedis
 from app.infrastructure.shutdown import Drain
 from app.infrastructure.tools.registry import build_tool_registry
 
@@ -48,10 +49,13 @@ def build_container(settings: Settings, *, tools: ToolRegistry | None = None) ->
         )
     engine = create_engine(settings.database, settings.database.url.get_secret_value())
     redis = create_redis(settings.redis)
+    # The per-request calls (limit scripts, revocation reads) go through the pipelined client;
+    # everything else (writes, login throttle, readiness, `active_leases`) through redis-py.
+    hot_path = create_hot_path_redis(settings.redis, redis) if redis is not None else None
     probes: list[DependencyProbe] = [DatabaseProbe(engine)]
     probes.append(RedisProbe(redis) if redis is not None else InProcessLimiterProbe())
     metrics = Metrics()
-    rate_limits = build_rate_limiters(settings, redis, metrics)
+    rate_limits = build_rate_limiters(settings, redis, metrics, hot_path)
     probes.append(RateLimitProbe(rate_limits, FailurePolicy(settings.rate_limit.api_failure_policy.value)))
     http_client = httpx.AsyncClient(
         timeout=httpx.Timeout(connect=5.0, read=60.0, write=30.0, pool=5.0),
@@ -76,13 +80,16 @@ def build_container(settings: Settings, *, tools: ToolRegistry | None = None) ->
         engine=engine,
         session_factory=session_factory,
         redis=redis,
+        redis_hot_path=hot_path,
         http_client=http_client,
         metrics=metrics,
         readiness=readiness,
         drain=Drain(readiness, settings.bootstrap.shutdown_drain_seconds),
         runtime_metrics=RuntimeMetrics(metrics.registry),
         tools=registry,
-        identity=build_identity(settings, lambda: SqlAlchemyUnitOfWork(session_factory), redis, metrics),
+        identity=build_identity(
+            settings, lambda: SqlAlchemyUnitOfWork(session_factory), redis, metrics, hot_path=hot_path
+        ),
         model_catalog=catalog,
         usage_recorder=usage_recorder,
         rate_limits=rate_limits,
@@ -139,8 +146,14 @@ def build_model_catalog(settings: Settings, metrics: Metrics) -> StaticModelCata
     )
 
 
-def build_rate_limiters(settings: Settings, redis: Redis | None, metrics: Metrics) -> RateLimiters:
-    """The API and auth limiters: Redis-backed with their failure policies, else in-process."""
+def build_rate_limiters(
+    settings: Settings, redis: Redis | None, metrics: Metrics, hot_path: HotPathRedis | None = None
+) -> RateLimiters:
+    """The API and auth limiters: Redis-backed with their failure policies, else in-process.
+
+    ``hot_path`` carries the scripts and the recovery probe's ``PING`` (redis-py's ``redis``
+    when None): the probe then checks the very connection the next request will use.
+    """
     limits: RateLimitSettings = settings.rate_limit
     local = InProcessRateLimiter(lease_ttl_seconds=limits.lease_ttl_seconds)
     api_keys = CallerLimitDefaults(
@@ -154,12 +167,14 @@ def build_rate_limiters(settings: Settings, redis: Redis | None, metrics: Metric
     if redis is None:
         return RateLimiters(local, local, api_keys, users, auth_defaults, proxies)
     health = RedisHealth(
-        redis,
+        hot_path if hot_path is not None else redis,
         metrics,
         probe_interval_seconds=limits.recovery_probe_seconds,
         timeout_seconds=settings.redis.socket_timeout_seconds,
     )
-    shared = RedisRateLimiter(redis, key_prefix=settings.redis.key_prefix, lease_ttl_seconds=limits.lease_ttl_seconds)
+    shared = RedisRateLimiter(
+        redis, key_prefix=settings.redis.key_prefix, lease_ttl_seconds=limits.lease_ttl_seconds, hot_path=hot_path
+    )
 
     def resilient(name: str, policy: str) -> ResilientRateLimiter:
         return ResilientRateLimiter(shared, local, health, policy=FailurePolicy(policy), metrics=metrics, name=name)

@@ -517,12 +517,18 @@ VARIANTS: list[tuple[str, str, dict[str, str]]] = [
     ("uvicorn (uvloop, httptools) + native HTTP/1.1 client [production]", "uvicorn", {"LLM_HTTP_TRANSPORT": "native"}),
     ("uvicorn (uvloop, httptools) + httpx over aiohttp", "uvicorn", {"LLM_HTTP_TRANSPORT": "aiohttp"}),
     ("uvicorn (uvloop, httptools) + httpx default transport (httpcore)", "uvicorn", {"LLM_HTTP_TRANSPORT": "httpx"}),
+    (
+        "production, but redis-py on the hot path (REDIS_HOT_PATH_CLIENT=redis-py)",
+        "uvicorn",
+        {"REDIS_HOT_PATH_CLIENT": "redis-py"},
+    ),
     ("granian (uvloop, HTTP/1) + native HTTP/1.1 client", "granian", {"LLM_HTTP_TRANSPORT": "native"}),
 ]
 
 
 def compare_variants() -> list[dict[str, Any]]:
-    """The ASGI server and the upstream transport, each measured by the quick run, in this run."""
+    """The ASGI server, the upstream transport and the hot path's Redis client, each measured by
+    the quick run, in this run."""
     out: list[dict[str, Any]] = []
     for name, server, extra in VARIANTS:
         if server == "granian" and not granian_available():

@@ -39,6 +39,7 @@ from app.infrastructure.observability.runtime import RuntimeMetrics
 from app.infrastructure.persistence import migrations
 from app.infrastructure.persistence.unit_of_work import SqlAlchemyUnitOfWork, is_connectivity_error
 from app.infrastructure.ratelimit.resilient import RateLimiters
+from app.infrastructure.redis_pipeline import HotPathRedis
 from app.infrastructure.security.api_keys import HmacApiKeyCodec
 from app.infrastructure.security.cache import InProcessIdentityCache
 from app.infrastructure.security.clock import SystemClock
@@ -74,6 +75,8 @@ class Container:
     agent: AgentServices
     # The tools this process offers (built-ins, configured web_search, plugins).
     tools: ToolRegistry = field(default_factory=ToolRegistry)
+    # The client of the per-request Redis calls (limit scripts, revocation reads); None without Redis.
+    redis_hot_path: HotPathRedis | None = None
     # How long start() waits for the database before giving up (a compose or k8s start race).
     database_wait_seconds: float = 30.0
     _closed: bool = field(default=False, init=False)
@@ -140,15 +143,25 @@ class Container:
         await self.model_catalog.aclose()
         await self.rate_limits.aclose()
         await self.http_client.aclose()
+        if self.redis_hot_path is not None:
+            await self.redis_hot_path.aclose()
         if self.redis is not None:
             await self.redis.aclose()
         await self.engine.dispose()
 
 
 def build_identity(
-    settings: Settings, uow: UnitOfWorkFactory, redis: Redis | None, metrics: Metrics
+    settings: Settings,
+    uow: UnitOfWorkFactory,
+    redis: Redis | None,
+    metrics: Metrics,
+    *,
+    hot_path: HotPathRedis | None = None,
 ) -> IdentityServices:
-    """Users, sessions, tokens and API keys: adapters from settings, use cases from adapters."""
+    """Users, sessions, tokens and API keys: adapters from settings, use cases from adapters.
+
+    ``hot_path`` serves the revocation reads of every authenticated request (redis-py when None).
+    """
     auth = settings.auth
     clock = SystemClock()
     hasher = Argon2PasswordHasher(
@@ -180,6 +193,7 @@ def build_identity(
             key_prefix=settings.redis.key_prefix,
             session_marker_ttl_seconds=session_marker_ttl,
             cache_seconds=settings.auth.revocation_cache_seconds,
+            reads=hot_path,
         )
         throttle = RedisLoginThrottle(
             redis,

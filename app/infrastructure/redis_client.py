@@ -1,10 +1,15 @@
-"""The shared Redis client (limits, revocation) and its readiness probe."""
+"""The Redis clients (redis-py for everything, the pipelined one for the hot path) and the
+readiness probe."""
 
 from __future__ import annotations
 
 from redis.asyncio import BlockingConnectionPool, Redis
 
 from app.config import RedisSettings
+from app.infrastructure.observability.logging import get_logger
+from app.infrastructure.redis_pipeline import HotPathRedis, PipelinedRedis, RedisPyHotPath, UnsupportedRedisUrl
+
+log = get_logger(__name__)
 
 # Longest wait for a free pooled connection (then the caller's fallback applies).
 POOL_WAIT_SECONDS = 2.0
@@ -35,6 +40,24 @@ def create_redis(settings: RedisSettings) -> Redis | None:
     )
     client: Redis = Redis.from_pool(pool)
     return client
+
+
+def create_hot_path_redis(settings: RedisSettings, client: Redis) -> HotPathRedis:
+    """The client of the calls every request makes (limit scripts, revocation reads).
+
+    `PipelinedRedis` from the same ``REDIS_URL`` (one auto-pipelined connection, the same
+    timeout), unless ``REDIS_HOT_PATH_CLIENT=redis-py`` or the URL is one it cannot serve
+    (``unix://``): then those calls go through ``client`` (redis-py), which is logged.
+    """
+    if settings.hot_path_client == "redis-py":
+        log.info("redis_hot_path_client", client="redis-py", reason="REDIS_HOT_PATH_CLIENT=redis-py")
+        return RedisPyHotPath(client)
+    assert settings.url is not None
+    try:
+        return PipelinedRedis.from_url(settings.url.get_secret_value(), timeout=settings.socket_timeout_seconds)
+    except UnsupportedRedisUrl as exc:
+        log.warning("redis_hot_path_client", client="redis-py", reason=str(exc))
+        return RedisPyHotPath(client)
 
 
 class RedisProbe:

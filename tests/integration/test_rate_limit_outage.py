@@ -1,5 +1,8 @@
 """Redis stopped, paused (SIGSTOP) and restored under load: the failure policy holds, nothing
-unexpected escapes, and shared enforcement is back within 5 s of Redis returning."""
+unexpected escapes, and shared enforcement is back within 5 s of Redis returning.
+
+Each scenario runs with the scripts and the recovery probe on the pipelined hot-path client (as
+production wires it) and on redis-py's pool."""
 
 from __future__ import annotations
 
@@ -28,6 +31,7 @@ from app.infrastructure.observability.metrics import Metrics
 from app.infrastructure.ratelimit.in_process import InProcessRateLimiter
 from app.infrastructure.ratelimit.redis_limiter import RedisRateLimiter
 from app.infrastructure.ratelimit.resilient import RateLimiters, RateLimitProbe, RedisHealth, ResilientRateLimiter
+from app.infrastructure.redis_pipeline import PipelinedRedis
 from tests.support.services import RedisServer, spawn_redis
 
 TIMEOUT = 0.2
@@ -61,22 +65,27 @@ class Rig:
         return self.metrics.registry.get_sample_value("agent_api_rate_limit_degraded") or 0.0
 
 
-@pytest.fixture
-async def make_rig(own_redis: RedisServer) -> AsyncIterator[Callable[[FailurePolicy], Rig]]:
-    clients: list[Redis] = []
+@pytest.fixture(params=["pipelined", "redis-py"])
+async def make_rig(
+    own_redis: RedisServer, request: pytest.FixtureRequest
+) -> AsyncIterator[Callable[[FailurePolicy], Rig]]:
+    clients: list[Redis | PipelinedRedis] = []
     healths: list[RedisHealth] = []
 
     def make(policy: FailurePolicy) -> Rig:
         client = Redis.from_url(
             own_redis.url, socket_timeout=TIMEOUT, socket_connect_timeout=TIMEOUT, max_connections=32
         )
+        hot = PipelinedRedis.from_url(own_redis.url, timeout=TIMEOUT) if request.param == "pipelined" else None
         metrics = Metrics()
-        health = RedisHealth(client, metrics, probe_interval_seconds=0.25, timeout_seconds=TIMEOUT)
-        primary = RedisRateLimiter(client, key_prefix=f"test-{uuid.uuid4().hex[:8]}:", lease_ttl_seconds=5)
+        health = RedisHealth(hot or client, metrics, probe_interval_seconds=0.25, timeout_seconds=TIMEOUT)
+        primary = RedisRateLimiter(
+            client, key_prefix=f"test-{uuid.uuid4().hex[:8]}:", lease_ttl_seconds=5, hot_path=hot
+        )
         limiter = ResilientRateLimiter(
             primary, InProcessRateLimiter(lease_ttl_seconds=5), health, policy=policy, metrics=metrics
         )
-        clients.append(client)
+        clients.extend([client] if hot is None else [client, hot])
         healths.append(health)
         return Rig(limiter, health, metrics)
 
@@ -161,8 +170,9 @@ async def assert_enforced_by_redis(limiter: ResilientRateLimiter) -> None:
 
 async def wait_for_recovery(rig: Rig) -> float:
     """Seconds until a concurrent burst is decided by Redis again, every request of it (fails the
-    test beyond the budget). A burst, not one request: pooled connections opened before the
-    outage fail once each when first used again, and each such failure is one fallback."""
+    test beyond the budget). A burst, not one request: with redis-py, pooled connections opened
+    before the outage fail once each when first used again, and each such failure is one fallback
+    (the pipelined client has one connection, replaced as soon as it fails)."""
     started = time.monotonic()
     while time.monotonic() - started < RECOVERY_BUDGET_SECONDS:
         results = await burst(rig.limiter, request(), n=LIMIT + 3)

@@ -1,4 +1,8 @@
-"""The Redis limiter against a real Redis: exact under concurrency from several processes."""
+"""The Redis limiter against a real Redis: exact under concurrency from several processes.
+
+Every test runs twice: with the scripts on the pipelined hot-path client (production: one
+connection per process, every concurrent call on it) and on redis-py's pool (the fallback):
+the same scripts, keys and replies must give the same decisions."""
 
 from __future__ import annotations
 
@@ -22,6 +26,7 @@ from app.application.ratelimit import (
     rate_limit_headers,
 )
 from app.infrastructure.ratelimit.redis_limiter import RedisRateLimiter
+from app.infrastructure.redis_pipeline import PipelinedRedis
 from tests.support.ratelimit_burst import burst_worker
 from tests.support.services import spawn_redis
 
@@ -45,9 +50,26 @@ async def client(redis_url: str) -> AsyncIterator[Redis]:
     await pool.aclose()
 
 
+@pytest.fixture(params=["pipelined", "redis-py"])
+def hot_client(request: pytest.FixtureRequest) -> str:
+    """Which client carries the scripts."""
+    return str(request.param)
+
+
 @pytest.fixture
-def limiter(client: Redis, prefix: str) -> RedisRateLimiter:
-    return RedisRateLimiter(client, key_prefix=prefix, lease_ttl_seconds=30)
+async def hot_path(hot_client: str, redis_url: str) -> AsyncIterator[PipelinedRedis | None]:
+    """The pipelined client (None: the limiter uses redis-py's `client`)."""
+    if hot_client == "redis-py":
+        yield None
+        return
+    pipelined = PipelinedRedis.from_url(redis_url, timeout=10)
+    yield pipelined
+    await pipelined.aclose()
+
+
+@pytest.fixture
+def limiter(client: Redis, prefix: str, hot_path: PipelinedRedis | None) -> RedisRateLimiter:
+    return RedisRateLimiter(client, key_prefix=prefix, lease_ttl_seconds=30, hot_path=hot_path)
 
 
 def subject() -> str:
@@ -57,7 +79,9 @@ def subject() -> str:
 # --- exactness across processes -------------------------------------------------------------------
 
 
-def test_a_synchronised_burst_from_two_processes_admits_exactly_the_limit(redis_url: str, prefix: str) -> None:
+def test_a_synchronised_burst_from_two_processes_admits_exactly_the_limit(
+    redis_url: str, prefix: str, hot_client: str
+) -> None:
     # fork: a spawned child spends seconds re-importing; each child still builds its own
     # event loop, connection pool and limiter (nothing Redis-related exists before the fork).
     context = multiprocessing.get_context("fork")
@@ -73,6 +97,7 @@ def test_a_synchronised_burst_from_two_processes_admits_exactly_the_limit(redis_
                 "attempts": BURST_ATTEMPTS_PER_PROCESS,
                 "barrier": barrier,
                 "results": results,
+                "hot_client": hot_client,
             },
         )
         for _ in range(BURST_PROCESSES)
@@ -205,8 +230,10 @@ async def test_a_thousand_streams_with_random_endings_leave_no_lease_behind(limi
     assert not await limiter.client.exists(limiter.keys(name).leases)
 
 
-async def test_a_lease_whose_holder_crashed_expires_after_its_ttl(client: Redis, prefix: str) -> None:
-    limiter = RedisRateLimiter(client, key_prefix=prefix, lease_ttl_seconds=0.3)
+async def test_a_lease_whose_holder_crashed_expires_after_its_ttl(
+    client: Redis, prefix: str, hot_path: PipelinedRedis | None
+) -> None:
+    limiter = RedisRateLimiter(client, key_prefix=prefix, lease_ttl_seconds=0.3, hot_path=hot_path)
     request = RateLimitRequest(subject(), LimitPolicy(max_concurrent_streams=1), stream=True)
     crashed = await limiter.acquire(request)
     assert crashed.lease is not None  # never released: its process "died"
@@ -240,11 +267,12 @@ async def test_scripts_survive_a_flushed_script_cache(limiter: RedisRateLimiter)
     assert not (await limiter.acquire(request)).allowed
 
 
-async def test_a_decision_is_one_round_trip_of_one_script() -> None:
+async def test_a_decision_is_one_round_trip_of_one_script(hot_client: str) -> None:
     server = spawn_redis()
     redis = Redis.from_url(server.url)
+    pipelined = PipelinedRedis.from_url(server.url, timeout=10) if hot_client == "pipelined" else None
     try:
-        limiter = RedisRateLimiter(redis, key_prefix="test-rtt:")
+        limiter = RedisRateLimiter(redis, key_prefix="test-rtt:", hot_path=pipelined)
         policy = LimitPolicy(10, 1000, 5000, 3)
         await limiter.acquire(RateLimitRequest(subject(), policy, tokens=10, stream=True))  # loads the script
         await redis.config_resetstat()
@@ -256,5 +284,7 @@ async def test_a_decision_is_one_round_trip_of_one_script() -> None:
         seen = {name.removeprefix("cmdstat_") for name in stats} - {"config", "info"}
         assert seen - inside_script == {"evalsha"}, stats
     finally:
+        if pipelined is not None:
+            await pipelined.aclose()
         await redis.aclose()
         server.stop()

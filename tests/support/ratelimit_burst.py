@@ -1,4 +1,4 @@
-"""A burst worker for the multi-process rate-limit test: one OS process, its own pool and limiter.
+"""A burst worker for the multi-process rate-limit test: one OS process, its own clients and limiter.
 
 Kept apart from the test module so a spawned process imports only what it needs (fast start).
 """
@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 
 from app.application.ratelimit.types import LimitPolicy, RateLimitRequest
 from app.infrastructure.ratelimit.redis_limiter import RedisRateLimiter
+from app.infrastructure.redis_pipeline import PipelinedRedis
 
 
 def burst_worker(
@@ -24,16 +25,21 @@ def burst_worker(
     attempts: int,
     barrier: Barrier,
     results: multiprocessing.Queue,  # type: ignore[type-arg]
+    hot_client: str = "pipelined",
 ) -> None:
-    """For each subject: wait for every worker at the barrier, then fire `attempts` acquires at once."""
+    """For each subject: wait for every worker at the barrier, then fire `attempts` acquires at once
+    (on one pipelined connection, or on redis-py's pool when ``hot_client`` is ``redis-py``)."""
 
     async def run() -> None:
         redis = Redis.from_url(url, max_connections=attempts + 8, socket_timeout=10)
-        limiter = RedisRateLimiter(redis, key_prefix=prefix)
+        pipelined = PipelinedRedis.from_url(url, timeout=10) if hot_client == "pipelined" else None
+        limiter = RedisRateLimiter(redis, key_prefix=prefix, hot_path=pipelined)
         policy = LimitPolicy(requests_per_window=limit)
         try:
-            # Warm the pool so each burst is just the scripts.
+            # Warm the connections and the script cache so each burst is just the scripts.
             await asyncio.gather(*(redis.ping() for _ in range(attempts)))
+            if pipelined is not None:
+                await pipelined.ping()
             for name in subjects:
                 barrier.wait(timeout=30)
                 decisions = await asyncio.gather(
@@ -41,6 +47,8 @@ def burst_worker(
                 )
                 results.put((name, sum(d.allowed for d in decisions)))
         finally:
+            if pipelined is not None:
+                await pipelined.aclose()
             await redis.aclose()
 
     asyncio.run(run())

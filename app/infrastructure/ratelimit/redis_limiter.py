@@ -32,6 +32,7 @@ from app.application.ratelimit.types import (
     Reservation,
 )
 from app.infrastructure.ratelimit.in_process import refusal
+from app.infrastructure.redis_pipeline import HotPathRedis, LuaScript, RedisPyHotPath
 
 ORIGIN = "redis"
 # GCRA state is integer debt in units of 1/L µs; W*L must stay below 2^53 for exact math.
@@ -205,22 +206,31 @@ def _window_us(seconds: float) -> int:
     return max(1, round(seconds * gcra.MICROS))
 
 
+_ACQUIRE, _SETTLE, _RELEASE, _RENEW = (LuaScript(body) for body in (ACQUIRE, SETTLE, RELEASE, RENEW))
+
+
 class RedisRateLimiter:
     """`RateLimiter` shared by every process through Redis (one script call per operation).
 
-    Errors (connection, timeout, pool exhausted) propagate: the resilient wrapper decides
-    what they mean. Scripts are sent with EVALSHA and re-loaded by redis-py on NOSCRIPT
-    (a restarted or failed-over Redis).
+    The scripts go through ``hot_path`` (production: `PipelinedRedis`, one auto-pipelined
+    connection; without it, redis-py's ``client``) by ``EVALSHA``, their body re-sent after
+    ``NOSCRIPT`` (a restarted or failed-over Redis). ``client`` (redis-py) serves what is not on
+    the request path (`active_leases`, tests). Errors (connection, timeout, pool exhausted)
+    propagate: the resilient wrapper decides what they mean.
     """
 
-    def __init__(self, client: Redis, *, key_prefix: str, lease_ttl_seconds: float = 300.0) -> None:
+    def __init__(
+        self,
+        client: Redis,
+        *,
+        key_prefix: str,
+        lease_ttl_seconds: float = 300.0,
+        hot_path: HotPathRedis | None = None,
+    ) -> None:
         self._client = client
+        self._hot = hot_path if hot_path is not None else RedisPyHotPath(client)
         self._prefix = key_prefix
         self.lease_ttl_seconds = lease_ttl_seconds
-        self._acquire = client.register_script(ACQUIRE)
-        self._settle = client.register_script(SETTLE)
-        self._release = client.register_script(RELEASE)
-        self._renew = client.register_script(RENEW)
 
     @property
     def client(self) -> Redis:
@@ -235,9 +245,10 @@ class RedisRateLimiter:
         keys = self.keys(request.subject)
         lease_id = uuid.uuid4().hex if request.stream and policy.streams else ""
         lease_ttl = _window_us(self.lease_ttl_seconds)
-        raw: Any = await self._acquire(
-            keys=[keys.requests, keys.tokens, keys.day, keys.leases],
-            args=[
+        raw: Any = await self._hot.evalsha(
+            _ACQUIRE,
+            [keys.requests, keys.tokens, keys.day, keys.leases],
+            [
                 window,
                 _capped(policy.rpm, window),
                 _capped(policy.tpm, window),
@@ -276,16 +287,19 @@ class RedisRateLimiter:
         if delta_tpm == 0 and delta_day == 0:
             return
         keys = self.keys(reservation.subject)
-        await self._settle(
-            keys=[keys.tokens, keys.day],
-            args=[_window_us(policy.window_seconds), tpm, delta_tpm, reservation.day, delta_day],
+        await self._hot.evalsha(
+            _SETTLE,
+            [keys.tokens, keys.day],
+            [_window_us(policy.window_seconds), tpm, delta_tpm, reservation.day, delta_day],
         )
 
     async def release(self, lease: Lease) -> None:
-        await self._release(keys=[self.keys(lease.subject).leases], args=[lease.lease_id])
+        await self._hot.evalsha(_RELEASE, [self.keys(lease.subject).leases], [lease.lease_id])
 
     async def renew(self, lease: Lease) -> None:
-        await self._renew(keys=[self.keys(lease.subject).leases], args=[lease.lease_id, _window_us(lease.ttl_seconds)])
+        await self._hot.evalsha(
+            _RENEW, [self.keys(lease.subject).leases], [lease.lease_id, _window_us(lease.ttl_seconds)]
+        )
 
     async def active_leases(self, subject: str) -> int:
         """Live leases of a subject (operations and tests; not on the request path)."""

@@ -12,6 +12,7 @@ from redis.exceptions import RedisError
 
 from app.application.identity.ports import RevocationState, RevocationUnavailable
 from app.domain.errors import ServiceUnavailable
+from app.infrastructure.redis_pipeline import HotPathRedis, RedisPyHotPath
 
 # A revoked key / disabled user marker must outlive every cached copy made before it was set
 # (the in-process cache TTL is at most an hour); after that the database answers the same.
@@ -31,7 +32,8 @@ def _int(value: bytes | str | None) -> int:
 
 class RedisRevocationStore:
     """One MGET per authenticated request (at most one per `cache_seconds` for the same
-    credential); writes are small pipelines.
+    credential), through ``reads`` (production: the pipelined hot-path client; without it,
+    redis-py); writes are small redis-py pipelines.
 
     Keys (under the deployment's prefix): ``rev:s:<session>`` (ended session, kept as long as
     its access tokens could live), ``rev:k:<key>`` (revoked key), ``dis:u:<user>`` (disabled
@@ -46,9 +48,16 @@ class RedisRevocationStore:
     MAX_CACHED_STATES = 10_000
 
     def __init__(
-        self, redis: Redis, *, key_prefix: str, session_marker_ttl_seconds: int, cache_seconds: float = 0.0
+        self,
+        redis: Redis,
+        *,
+        key_prefix: str,
+        session_marker_ttl_seconds: int,
+        cache_seconds: float = 0.0,
+        reads: HotPathRedis | None = None,
     ) -> None:
         self._redis = redis
+        self._reads = reads if reads is not None else RedisPyHotPath(redis)
         self._p = key_prefix
         self._session_ttl = session_marker_ttl_seconds
         self._pending: list[Command] = []
@@ -117,7 +126,7 @@ class RedisRevocationStore:
             keys += [f"{self._p}rev:k:{api_key_id}", f"{self._p}ver:k:{api_key_id}"]
         try:
             await self._publish_pending()
-            values = await self._redis.mget(keys)
+            values = await self._reads.mget(keys)
         except (RedisError, OSError) as exc:
             raise RevocationUnavailable(type(exc).__name__) from exc
         state = RevocationState(user_disabled=values[0] is not None, user_version=_int(values[1]))
