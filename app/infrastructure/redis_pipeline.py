@@ -198,6 +198,11 @@ def pack_command(args: Sequence[Arg]) -> bytes:
 # --- the connection --------------------------------------------------------------------------------
 
 
+# How many turns of the event loop a call past its deadline waits before it is late (see
+# `_Connection._check_deadline`).
+_GRACE_TURNS = 2
+
+
 class _Connection(asyncio.Protocol):
     """One Redis connection: writes commands, matches replies to futures in FIFO order.
 
@@ -215,7 +220,7 @@ class _Connection(asyncio.Protocol):
         self._waiters: deque[asyncio.Future[Reply]] = deque()
         self._deadlines: deque[float] = deque()
         self._out: list[bytes] = []
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: asyncio.Handle | None = None
         self.closed = False
 
     # asyncio.Protocol
@@ -274,7 +279,7 @@ class _Connection(asyncio.Protocol):
             return
         self._transport.write(b"".join(out) if len(out) > 1 else out[0])
 
-    def _check_deadline(self) -> None:
+    def _check_deadline(self, grace: int = _GRACE_TURNS) -> None:
         self._timer = None
         deadlines = self._deadlines
         if self.closed or not deadlines:
@@ -282,6 +287,12 @@ class _Connection(asyncio.Protocol):
         now = self._loop.time() + 0.001  # a timer may fire up to the clock's resolution early
         if deadlines[0] > now:  # the calls it was armed for were answered: watch the oldest one left
             self._timer = self._loop.call_at(deadlines[0], self._check_deadline)
+            return
+        if grace:
+            # A reply that came in while the loop was handling other sockets (hundreds of them in
+            # a burst) is read at the next poll for I/O, which uvloop runs after its timers: two
+            # turns through the ready queue let the loop poll once more before the call is late.
+            self._timer = self._loop.call_soon(self._check_deadline, grace - 1)
             return
         late = 0
         for deadline in deadlines:  # in increasing order

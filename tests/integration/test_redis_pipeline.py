@@ -470,3 +470,27 @@ def test_a_client_used_from_a_second_event_loop_reconnects_there(redis_url: str)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ResourceWarning)
         gc.collect()
+
+
+async def _reply_waiting_behind_a_busy_loop(url: str) -> None:
+    client = PipelinedRedis.from_url(url, timeout=0.05)
+    try:
+        assert await client.execute("PING") == b"PONG"  # connected
+        call = asyncio.ensure_future(client.execute("ECHO", "late but here"))
+        for _ in range(3):
+            await asyncio.sleep(0)  # the command is written
+        time.sleep(0.2)  # noqa: ASYNC251 - the loop is busy (other requests) past the deadline; Redis answered
+        assert await call == b"late but here"
+        assert client.connects == 1
+    finally:
+        await client.aclose()
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_a_reply_that_arrived_while_the_loop_was_busy_is_not_a_timeout(redis_url: str, loop: str) -> None:
+    """Under a burst the loop can be busy past a call's deadline with the reply already in the
+    socket: it is read before the call counts as late (a spurious timeout would mark Redis down
+    and send every request to the local fallback limiter)."""
+    factory = pytest.importorskip("uvloop").new_event_loop if loop == "uvloop" else asyncio.new_event_loop
+    with asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(_reply_waiting_behind_a_busy_loop(redis_url))
