@@ -64,7 +64,13 @@ class LuaScript:
 
 
 class HotPathRedis(Protocol):
-    """The Redis calls made on every request: what `PipelinedRedis` and `RedisPyHotPath` offer."""
+    """The Redis calls made on every request: what `PipelinedRedis` and `RedisPyHotPath` offer.
+
+    ``bounds_calls``: every call ends (answered or failed) within the client's own timeout,
+    waits included, so callers need no timer of their own.
+    """
+
+    bounds_calls: bool
 
     async def evalsha(self, script: LuaScript, keys: Sequence[str], args: Sequence[Arg]) -> Reply: ...
 
@@ -336,6 +342,8 @@ class PipelinedRedis:
     connect, is bounded by ``timeout`` seconds (``REDIS_SOCKET_TIMEOUT_SECONDS``).
     """
 
+    bounds_calls = True
+
     def __init__(
         self,
         host: str = "127.0.0.1",
@@ -502,6 +510,9 @@ class RedisPyHotPath:
     Scripts go through redis-py's `Script` (``EVALSHA``, re-loaded after ``NOSCRIPT``). Closing
     it leaves the redis-py client open (its owner closes it).
     """
+
+    # redis-py bounds socket reads, but not the wait for a pooled connection.
+    bounds_calls = False
 
     def __init__(self, client: Redis) -> None:
         self.client = client

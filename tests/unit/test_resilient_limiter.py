@@ -133,3 +133,33 @@ async def test_one_probe_brings_enforcement_back(
     await limiter.settle(decision.reservation, 3)
     assert primary.settled == [3]
     assert metrics.registry.get_sample_value("agent_api_rate_limit_degraded") == 0
+
+
+class SlowPrimary(FlakyPrimary):
+    """Answers after `delay` seconds; `bounds_calls` says whether its client bounds them itself."""
+
+    def __init__(self, delay: float, bounds_calls: bool) -> None:
+        super().__init__(ValueError("unused"))
+        self.down = False
+        self.delay = delay
+        self.bounds_calls = bounds_calls
+
+    async def acquire(self, request: RateLimitRequest) -> RateLimitDecision:
+        await asyncio.sleep(self.delay)
+        return await super().acquire(request)
+
+
+@pytest.mark.parametrize(("bounds_calls", "decided_by_redis"), [(True, True), (False, False)])
+async def test_a_primary_that_bounds_its_calls_gets_only_a_backstop(bounds_calls: bool, decided_by_redis: bool) -> None:
+    """The pipelined client's own deadline decides when a call is late (it lets a busy loop read
+    a reply that arrived); the wrapper's timer must not fire first at the same instant."""
+    metrics = Metrics()
+    primary = SlowPrimary(delay=0.08, bounds_calls=bounds_calls)
+    health = RedisHealth(FakeRedis(primary, comes_back_after=0), metrics, timeout_seconds=0.05)
+    limiter = ResilientRateLimiter(primary, InProcessRateLimiter(), health, policy=FailurePolicy.LOCAL, metrics=metrics)
+    try:
+        decision = await limiter.acquire(request())
+        assert decision.degraded is not decided_by_redis
+        assert health.degraded is not decided_by_redis
+    finally:
+        await health.aclose()

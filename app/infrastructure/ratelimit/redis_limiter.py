@@ -236,6 +236,11 @@ class RedisRateLimiter:
     def client(self) -> Redis:
         return self._client
 
+    @property
+    def bounds_calls(self) -> bool:
+        """Whether its Redis client ends every call within its own timeout (`HotPathRedis`)."""
+        return self._hot.bounds_calls
+
     def keys(self, subject: str) -> SubjectKeys:
         return subject_keys(self._prefix, subject)
 

@@ -116,6 +116,10 @@ class RedisHealth:
             self._probe = None
 
 
+# How much longer than the client's own timeout the backstop around a self-bounding primary is.
+BACKSTOP_FACTOR = 4
+
+
 class ResilientRateLimiter:
     """`RateLimiter` over Redis (``primary``, a `RedisRateLimiter`) with a failure policy.
 
@@ -138,11 +142,16 @@ class ResilientRateLimiter:
         self.policy = policy
         self.name = name
         self._metrics = metrics
+        # A primary whose client bounds its own calls (the pipelined client: its deadline also
+        # lets a busy loop read a reply that has arrived) gets only a backstop here, not a
+        # second timer racing the first at the same instant.
+        bounded = bool(getattr(primary, "bounds_calls", False))
+        self._timeout = health.timeout_seconds * (BACKSTOP_FACTOR if bounded else 1)
 
     async def acquire(self, request: RateLimitRequest) -> RateLimitDecision:
         if not self.health.degraded:
             try:
-                async with asyncio.timeout(self.health.timeout_seconds):
+                async with asyncio.timeout(self._timeout):
                     decision = await self.primary.acquire(request)
             except Exception as exc:  # noqa: BLE001 - any Redis failure means "apply the policy"
                 _reraise_if_cancelled(exc)
@@ -200,7 +209,7 @@ class ResilientRateLimiter:
             self._metrics.rate_limit_backend_errors.labels(operation=operation, error="skipped_degraded").inc()
             return
         try:
-            async with asyncio.timeout(self.health.timeout_seconds):
+            async with asyncio.timeout(self._timeout):
                 await call
         except Exception as exc:  # noqa: BLE001 - never fail the request's ending
             _reraise_if_cancelled(exc)
