@@ -55,8 +55,9 @@ def freeze_startup_objects() -> None:
     The application's long-lived objects (routes, schemas, models, pools: about 170,000) were
     traversed by every full collection: a pause of 60-135 ms measured in the middle of a burst
     of streams, on whichever requests were running. Frozen, the same collections take
-    7-12 ms (docs/benchmarks.md). Nothing frozen is ever freed, which is what start-up objects
-    are for anyway.
+    7-12 ms (docs/benchmarks.md). Reference counting still frees frozen objects; only cycles
+    among them wait for `gc.unfreeze`, which the shutdown calls (a test process starts many
+    applications).
     """
     gc.collect()
     gc.freeze()
@@ -80,6 +81,7 @@ def build_http_app(container: Container, extra_route_handlers: Sequence[Any] = (
         try:
             yield
         finally:
+            gc.unfreeze()
             await container.aclose()
 
     # The Tools API's ExecuteTool records every attempt in tool_executions (the audit trail).
