@@ -117,6 +117,7 @@ class Stack:
     gateway_port: int
     mock_port: int
     api_key: str
+    mock_pid: int
 
 
 def server_command(server: str, python: str, host: str, port: int) -> list[str]:
@@ -185,7 +186,7 @@ def stack(server: str = "uvicorn", extra_env: dict[str, str] | None = None) -> I
         wait_http(f"http://127.0.0.1:{gateway_port}/health")
         wait_http(f"http://127.0.0.1:{mock_port}/v1/models")
         api_key = issue_api_key(f"http://127.0.0.1:{gateway_port}", email, password)
-        yield Stack(gateway.pid, gateway_port, mock_port, api_key)
+        yield Stack(gateway.pid, gateway_port, mock_port, api_key, mock.pid)
     finally:
         for process in reversed(processes):
             process.send_signal(signal.SIGTERM)

@@ -4,6 +4,7 @@ the error shape for everything, and X-Request-ID."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 from typing import Any
@@ -16,6 +17,7 @@ from pydantic import BaseModel
 
 from app.config import Settings
 from app.domain.errors import Conflict, RateLimited, ServiceUnavailable
+from app.infrastructure.http.app import GC_YOUNG_THRESHOLD
 from tests.conftest import AppFactory
 
 
@@ -239,3 +241,15 @@ async def test_metrics_expose_runtime_gauges(client: AsyncTestClient[Litestar]) 
     assert 'agent_api_db_pool_connections{state="in_use"}' in text
     lag = next(line for line in text.splitlines() if line.startswith("agent_api_event_loop_lag_seconds "))
     assert 0.0 <= float(lag.split()[1]) < 5.0
+
+
+async def test_start_up_objects_are_frozen_while_serving_and_released_at_shutdown(
+    settings: Settings, app_factory: AppFactory
+) -> None:
+    before = gc.get_threshold()
+    async with AsyncTestClient(app=app_factory(settings)) as test_client:
+        assert (await test_client.get("/health")).status_code == 200
+        assert gc.get_freeze_count() > 10_000  # the application's objects are out of the collector's way
+        assert gc.get_threshold()[0] == GC_YOUNG_THRESHOLD
+    assert gc.get_freeze_count() == 0
+    assert gc.get_threshold() == before
