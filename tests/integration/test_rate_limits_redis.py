@@ -11,7 +11,7 @@ import multiprocessing
 import random
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 import pytest
 from redis.asyncio import BlockingConnectionPool, Redis
@@ -26,7 +26,7 @@ from app.application.ratelimit import (
     rate_limit_headers,
 )
 from app.infrastructure.ratelimit.redis_limiter import RedisRateLimiter
-from app.infrastructure.redis_pipeline import PipelinedRedis
+from app.infrastructure.redis_pipeline import Arg, LuaScript, PipelinedRedis, Reply
 from tests.support.ratelimit_burst import burst_worker
 from tests.support.services import spawn_redis
 
@@ -288,3 +288,35 @@ async def test_a_decision_is_one_round_trip_of_one_script(hot_client: str) -> No
             await pipelined.aclose()
         await redis.aclose()
         server.stop()
+
+
+async def test_finish_settles_and_releases_in_one_script_call(limiter: RedisRateLimiter) -> None:
+    policy = LimitPolicy(tokens_per_window=1000, window_seconds=600, max_concurrent_streams=1)
+    name = subject()
+    decision = await limiter.acquire(RateLimitRequest(name, policy, tokens=600, stream=True))
+    assert decision.reservation is not None
+    assert decision.lease is not None
+    assert not (await limiter.acquire(RateLimitRequest(name, policy, tokens=1, stream=True))).allowed  # slot taken
+    calls: list[bytes] = []
+    evalsha = limiter._hot.evalsha
+
+    async def counted(script: LuaScript, keys: Sequence[str], args: Sequence[Arg]) -> Reply:
+        calls.append(script.sha)
+        return await evalsha(script, keys, args)
+
+    limiter._hot.evalsha = counted  # type: ignore[method-assign]
+    await limiter.finish(decision.reservation, 100, decision.lease)
+    assert len(calls) == 1  # one round trip for both
+    limiter._hot.evalsha = evalsha  # type: ignore[method-assign]
+    assert await limiter.active_leases(name) == 0
+    assert not await limiter.client.exists(limiter.keys(name).leases)
+    # 600 reserved, 100 used: 500 refunded, so 900 fit again (and the stream slot is free).
+    assert (await limiter.acquire(RateLimitRequest(name, policy, tokens=900, stream=True))).allowed
+
+
+async def test_finish_with_nothing_to_settle_still_releases(limiter: RedisRateLimiter) -> None:
+    name = subject()
+    policy = LimitPolicy(max_concurrent_streams=1)
+    decision = await limiter.acquire(RateLimitRequest(name, policy, tokens=0, stream=True))
+    await limiter.finish(decision.reservation, None, decision.lease)
+    assert await limiter.active_leases(name) == 0

@@ -151,3 +151,29 @@ async def test_a_stream_abandoned_by_the_client_is_recorded_as_disconnected() ->
     await iterator.aclose()  # type: ignore[attr-defined]
     assert recorder.records[0].status == "disconnected"
     assert client.closed
+
+
+async def test_each_target_gets_its_own_body_and_the_clients_body_is_left_as_it_came() -> None:
+    first, second = FakeLLMClient(fail_with=UpstreamError("down")), FakeLLMClient(CHUNKS)
+    cat = StaticModelCatalog(
+        [
+            ModelInfo(
+                "m",
+                "t",
+                1,
+                (ModelTarget(first, "up-a", "a", max_tokens=10), ModelTarget(second, "up-b", "b", max_tokens=None)),
+            )
+        ]
+    )
+    options = {"include_usage": False}
+    chat = request(stream=True, stream_options=options, max_tokens=50)
+    original = {**chat.body, "messages": [dict(m) for m in chat.body["messages"]]}
+    stream = await CreateChatCompletion(cat, FakeUsageRecorder()).stream(principal(), chat)
+    [chunk async for chunk in stream]
+    assert first.calls[0]["model"] == "up-a"
+    assert first.calls[0]["max_tokens"] == 10  # lowered to this target's cap
+    assert first.calls[0]["stream_options"] == {"include_usage": True}  # always asked, for billing
+    assert second.calls[0]["model"] == "up-b"
+    assert second.calls[0]["max_tokens"] == 50  # the client's value again: no cap here
+    assert chat.body == original
+    assert options == {"include_usage": False}  # the client's nested object was not changed in place

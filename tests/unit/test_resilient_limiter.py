@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from app.application.ratelimit import FailurePolicy, LimitPolicy, RateLimitDecision, RateLimitRequest
-from app.application.ratelimit.types import Lease, Reservation
+from app.application.ratelimit.types import Lease, Reservation, settle_then_release
 from app.domain.errors import ServiceUnavailable
 from app.infrastructure.observability.metrics import Metrics
 from app.infrastructure.ratelimit.in_process import InProcessRateLimiter
@@ -39,6 +39,9 @@ class FlakyPrimary:
 
     async def release(self, lease: Lease) -> None:
         raise self.error
+
+    async def finish(self, reservation: Reservation | None, used_tokens: int | None, lease: Lease | None) -> None:
+        await settle_then_release(self, reservation, used_tokens, lease)
 
     async def renew(self, lease: Lease) -> None:
         raise self.error
@@ -150,7 +153,7 @@ class SlowPrimary(FlakyPrimary):
 
 
 @pytest.mark.parametrize(("bounds_calls", "decided_by_redis"), [(True, True), (False, False)])
-async def test_a_primary_that_bounds_its_calls_gets_only_a_backstop(bounds_calls: bool, decided_by_redis: bool) -> None:
+async def test_a_primary_that_bounds_its_calls_gets_no_second_timer(bounds_calls: bool, decided_by_redis: bool) -> None:
     """The pipelined client's own deadline decides when a call is late (it lets a busy loop read
     a reply that arrived); the wrapper's timer must not fire first at the same instant."""
     metrics = Metrics()

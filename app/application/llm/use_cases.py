@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from datetime import UTC, datetime
@@ -52,7 +51,9 @@ class GetModel:
 
 
 def _upstream_body(request: ChatRequest, target: ModelTarget) -> JSONObject:
-    body = copy.deepcopy(request.body)
+    # A shallow copy: only top-level members are replaced below, never changed in place, so the
+    # client's body (the next target's starting point) stays as it came.
+    body = dict(request.body)
     body["model"] = target.upstream_model
     if request.stream:
         body["stream"] = True

@@ -88,17 +88,10 @@ class Admission:
         if used_tokens is not None:
             self.used_tokens = used_tokens
         self._stop_renewing()
-        reservation, lease = self.decision.reservation, self.decision.lease
         try:
-            if reservation is not None and self.used_tokens is not None:
-                await self.limiter.settle(reservation, self.used_tokens)
+            await self.limiter.finish(self.decision.reservation, self.used_tokens, self.decision.lease)
         except Exception:  # the limiter should not raise; a leak is worse than a lost refund
-            log.warning("rate_limit_settle_failed", exc_info=True)
-        try:
-            if lease is not None:
-                await self.limiter.release(lease)
-        except Exception:
-            log.warning("rate_limit_release_failed", exc_info=True)
+            log.warning("rate_limit_finish_failed", exc_info=True)
 
     def keep_lease(self) -> None:
         """Renew the stream lease (if any) every third of its TTL until `finish`."""

@@ -177,6 +177,21 @@ class RateLimiter(Protocol):
         """Give the stream slot back (idempotent)."""
         ...
 
+    async def finish(self, reservation: Reservation | None, used_tokens: int | None, lease: Lease | None) -> None:
+        """``settle`` (when both a reservation and the usage are known) and ``release`` (when
+        there is a lease), as one operation: one round trip for a shared store."""
+        ...
+
     async def renew(self, lease: Lease) -> None:
         """Push the lease's expiry ``ttl_seconds`` into the future (long streams)."""
         ...
+
+
+async def settle_then_release(
+    limiter: RateLimiter, reservation: Reservation | None, used_tokens: int | None, lease: Lease | None
+) -> None:
+    """`RateLimiter.finish` for a limiter with no cheaper way than its two calls."""
+    if reservation is not None and used_tokens is not None:
+        await limiter.settle(reservation, used_tokens)
+    if lease is not None:
+        await limiter.release(lease)

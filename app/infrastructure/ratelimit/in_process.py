@@ -26,6 +26,7 @@ from app.application.ratelimit.types import (
     RateLimitDecision,
     RateLimitRequest,
     Reservation,
+    settle_then_release,
 )
 
 ORIGIN = "local"
@@ -163,6 +164,9 @@ class InProcessRateLimiter:
         state = self._subjects.get(lease.subject)
         if state is not None:
             state.leases.pop(lease.lease_id, None)
+
+    async def finish(self, reservation: Reservation | None, used_tokens: int | None, lease: Lease | None) -> None:
+        await settle_then_release(self, reservation, used_tokens, lease)
 
     async def renew(self, lease: Lease) -> None:
         state = self._subjects.get(lease.subject)

@@ -28,6 +28,7 @@ from app.application.ratelimit.types import (
     RateLimiter,
     RateLimitRequest,
     Reservation,
+    settle_then_release,
 )
 from app.domain.errors import ServiceUnavailable
 from app.infrastructure.observability.logging import get_logger
@@ -116,10 +117,6 @@ class RedisHealth:
             self._probe = None
 
 
-# How much longer than the client's own timeout the backstop around a self-bounding primary is.
-BACKSTOP_FACTOR = 4
-
-
 class ResilientRateLimiter:
     """`RateLimiter` over Redis (``primary``, a `RedisRateLimiter`) with a failure policy.
 
@@ -142,17 +139,19 @@ class ResilientRateLimiter:
         self.policy = policy
         self.name = name
         self._metrics = metrics
-        # A primary whose client bounds its own calls (the pipelined client: its deadline also
-        # lets a busy loop read a reply that has arrived) gets only a backstop here, not a
-        # second timer racing the first at the same instant.
-        bounded = bool(getattr(primary, "bounds_calls", False))
-        self._timeout = health.timeout_seconds * (BACKSTOP_FACTOR if bounded else 1)
+        # A primary whose client bounds its own calls (the pipelined client, whose deadline also
+        # lets a busy loop read a reply that has arrived) gets no second timer here: it would
+        # race the first at the same instant, and costs a timer per call.
+        self._timeout = None if getattr(primary, "bounds_calls", False) else health.timeout_seconds
 
     async def acquire(self, request: RateLimitRequest) -> RateLimitDecision:
         if not self.health.degraded:
             try:
-                async with asyncio.timeout(self._timeout):
+                if self._timeout is None:
                     decision = await self.primary.acquire(request)
+                else:
+                    async with asyncio.timeout(self._timeout):
+                        decision = await self.primary.acquire(request)
             except Exception as exc:  # noqa: BLE001 - any Redis failure means "apply the policy"
                 _reraise_if_cancelled(exc)
                 self.health.mark_failed("acquire", exc)
@@ -196,6 +195,15 @@ class ResilientRateLimiter:
         # A lease that cannot be released now expires by its TTL.
         await self._on_redis("release", self.primary.release(lease))
 
+    async def finish(self, reservation: Reservation | None, used_tokens: int | None, lease: Lease | None) -> None:
+        origins = {held.origin for held in (reservation, lease) if held is not None}
+        if origins == {in_process.ORIGIN}:
+            await self.fallback.finish(reservation, used_tokens, lease)
+        elif in_process.ORIGIN in origins:  # never made by one decision; still handled
+            await settle_then_release(self, reservation, used_tokens, lease)
+        elif origins:
+            await self._on_redis("finish", self.primary.finish(reservation, used_tokens, lease))
+
     async def renew(self, lease: Lease) -> None:
         if lease.origin == in_process.ORIGIN:
             await self.fallback.renew(lease)
@@ -209,8 +217,11 @@ class ResilientRateLimiter:
             self._metrics.rate_limit_backend_errors.labels(operation=operation, error="skipped_degraded").inc()
             return
         try:
-            async with asyncio.timeout(self._timeout):
+            if self._timeout is None:
                 await call
+            else:
+                async with asyncio.timeout(self._timeout):
+                    await call
         except Exception as exc:  # noqa: BLE001 - never fail the request's ending
             _reraise_if_cancelled(exc)
             self.health.mark_failed(operation, exc)
