@@ -264,10 +264,14 @@ class ChatCompletionsEndpoint:
         try:
             await send(start)
             # A client that leaves cancels the relay (and so the upstream request) at once.
+            ended = False
             with watch.armed():
                 async for chunk in relay.body:
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+                    # `data: [DONE]` (always last) goes with the end of the response: one write.
+                    ended = chunk is DONE
+                    await send({"type": "http.response.body", "body": chunk, "more_body": not ended})
+            if not ended:
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
         except ClientGone:
             pass
         finally:

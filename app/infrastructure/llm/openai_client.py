@@ -342,6 +342,9 @@ def _error_field(detail: dict[str, Any], key: str) -> str:
 
 def _has_finish_reason(item: StreamItem) -> bool:
     if isinstance(item, UpstreamChunk):
-        return any(choice.finish_reason for choice in item.view.choices)
+        for choice in item.view.choices:  # a loop, not any(<generator>): this runs for every chunk
+            if choice.finish_reason:
+                return True
+        return False
     choices = item.get("choices")
     return isinstance(choices, list) and any(isinstance(c, dict) and c.get("finish_reason") for c in choices)
