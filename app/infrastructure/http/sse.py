@@ -10,6 +10,7 @@ from typing import Any, Generic, TypeVar
 import msgspec
 
 from app.domain.errors import ServiceUnavailable
+from app.infrastructure.deadline import DeadlineExceeded, LazyDeadline
 from app.infrastructure.shutdown import Drain
 
 T = TypeVar("T")
@@ -66,6 +67,7 @@ async def batches_with_heartbeat(
     buffer = _Buffer(iterator, max_batch)
     reader = asyncio.ensure_future(buffer.fill())
     unsubscribe = drain.on_expiry(buffer.expire) if drain is not None else None
+    idle = LazyDeadline()  # one timer for every wait of the stream, not one per wait
     finished = False
     try:
         while True:
@@ -75,9 +77,9 @@ async def batches_with_heartbeat(
                 raise ServiceUnavailable("The server is shutting down; the stream was ended.", code="shutting_down")
             if not buffer.items:
                 try:
-                    async with asyncio.timeout(interval):
+                    with idle.waiting(interval):
                         await buffer.ready.wait()
-                except TimeoutError:
+                except DeadlineExceeded:
                     yield HEARTBEAT
                     continue
                 if buffer.expired:
@@ -93,6 +95,7 @@ async def batches_with_heartbeat(
                     raise end.error
                 return
     finally:
+        idle.close()
         if unsubscribe is not None:
             unsubscribe()
         if not finished:

@@ -23,6 +23,7 @@ import msgspec
 
 from app.application.llm.types import JSONObject, StreamItem, UpstreamChunk
 from app.domain.errors import InvalidInput, RateLimited, UpstreamError, UpstreamTimeout
+from app.infrastructure.deadline import DeadlineExceeded, LazyDeadline
 from app.infrastructure.llm.chunk_view import read_chunk
 from app.infrastructure.llm.sse import SSEParser, SSETooLarge
 from app.infrastructure.llm.transports import (
@@ -204,28 +205,32 @@ class OpenAICompatibleClient:
         return item
 
     async def _pieces(self, response: UpstreamResponse, deadline: float, *, first: bool) -> AsyncGenerator[bytes, None]:
-        """The body, with the first-byte, idle-gap and total timeouts applied to every read."""
+        """The body, with the first-byte, idle-gap and total timeouts applied to every read
+        (one `LazyDeadline` for them all: a stream reads many times)."""
         read = response.read
         read_errors = self._read_errors
         waiting_first = first
-        while True:
-            budget = self.policy.first_byte_timeout if waiting_first else self.policy.idle_timeout
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise UpstreamTimeout("The upstream model did not finish in time.")
-            try:
-                # asyncio.timeout, not wait_for: no extra task per read (a stream reads many times).
-                async with asyncio.timeout(min(budget, remaining)):
-                    piece = await read()
-            except TimeoutError:
-                raise UpstreamTimeout("The upstream model stopped answering (timeout).") from None
-            except read_errors as exc:
-                log.warning("upstream_read_failed", upstream=self.name, error=type(exc).__name__)
-                raise UpstreamError("The upstream model's connection broke while answering.") from None
-            if not piece:
-                return
-            waiting_first = False
-            yield piece
+        timeout = LazyDeadline()
+        try:
+            while True:
+                budget = self.policy.first_byte_timeout if waiting_first else self.policy.idle_timeout
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise UpstreamTimeout("The upstream model did not finish in time.")
+                try:
+                    with timeout.waiting(min(budget, remaining)):
+                        piece = await read()
+                except DeadlineExceeded:
+                    raise UpstreamTimeout("The upstream model stopped answering (timeout).") from None
+                except read_errors as exc:
+                    log.warning("upstream_read_failed", upstream=self.name, error=type(exc).__name__)
+                    raise UpstreamError("The upstream model's connection broke while answering.") from None
+                if not piece:
+                    return
+                waiting_first = False
+                yield piece
+        finally:
+            timeout.close()
 
     async def _open(self, body: JSONObject, deadline: float) -> UpstreamResponse:
         payload = _json_encode(body)
