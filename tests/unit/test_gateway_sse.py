@@ -144,3 +144,30 @@ def test_lf_only_line_over_the_cap_is_refused() -> None:
     parser = SSEParser(max_event_bytes=16)
     with pytest.raises(SSETooLarge):
         parser.feed(b"data: " + b"x" * 32)
+
+
+@pytest.mark.parametrize(
+    "pieces",
+    [
+        [b'data: {"a":1}\n\ndata: {"b":2}\n\ndata: [DONE]\n\n'],
+        [b'data: {"a":1}\n\ndata: {"b"', b":2}\n\n", b"data: [DONE]\n\n"],  # an event split across reads
+        [b": ping\n\ndata: one\n\n", b"event: x\nid: 7\ndata: two\ndata: lines\n\n"],  # comments, fields, lines
+        [b"data:no-space\n\n\n\ndata: after blank lines\n\n"],
+        [b"data: crlf\r\n\r\ndata: mixed\n\n", b"data: back\n\n"],
+        [b"data: a\n", b"\ndata: b\n\n"],  # the blank line comes in the next read
+        [b'data: {"a":1}\n\ndata: tail without end'],  # the tail waits for close()
+    ],
+)
+def test_feed_data_gives_the_data_feed_gives(pieces: list[bytes]) -> None:
+    general, direct = SSEParser(), SSEParser()
+    expected = [event.raw for piece in pieces for event in general.feed(piece)]
+    got = [data for piece in pieces for data in direct.feed_data(piece)]
+    assert got == expected
+    assert [e.raw for e in direct.close()] == [e.raw for e in general.close()]
+    assert direct.comments == general.comments
+
+
+def test_feed_data_enforces_the_event_size_cap() -> None:
+    with pytest.raises(SSETooLarge):
+        SSEParser(max_event_bytes=10).feed_data(b"data: " + b"x" * 10 + b"\n\n")
+    assert SSEParser(max_event_bytes=10).feed_data(b"data: " + b"x" * 9 + b"\n\n") == [b"x" * 9]

@@ -149,17 +149,17 @@ class OpenAICompatibleClient:
                 if received > self.policy.max_response_bytes:
                     raise UpstreamError("The upstream model's answer is larger than allowed.")
                 try:
-                    events = parser.feed(piece)
+                    events = parser.feed_data(piece)
                 except SSETooLarge:
                     raise UpstreamError("The upstream model sent an event larger than allowed.") from None
                 # Everything one read brought is handed on together: one write to the client.
                 batch: list[StreamItem] = []
                 try:
-                    for event in events:
-                        if event.raw.strip() == b"[DONE]":
+                    for data in events:
+                        if data == b"[DONE]" or data.strip() == b"[DONE]":
                             done = True
                             break
-                        item = self._read(event.raw)
+                        item = self._read(data)
                         if item is not None:
                             finished = finished or _has_finish_reason(item)
                             batch.append(item)

@@ -58,6 +58,30 @@ class SSEParser:
             raise SSETooLarge("an event-stream line exceeds the size cap")
         return events
 
+    def feed_data(self, chunk: bytes) -> list[bytes]:
+        """The data of each event `chunk` completes (the events' names and ids left out: what
+        an OpenAI-compatible stream needs), by the same rules as `feed`.
+
+        The common shape (events of one ``data: ...`` line, ``\\n`` endings, nothing pending)
+        is cut out of the bytes directly: a stream's worth of events per read, without a line
+        or event object each. Anything else in a read goes through `feed`.
+        """
+        if self._buffer or self._data or self._skip_lf or self._event is not None or b"\r" in chunk:
+            return [event.raw for event in self.feed(chunk)]
+        blocks = chunk.split(b"\n\n")
+        tail = blocks.pop()  # an event not finished in this read (usually empty)
+        out: list[bytes] = []
+        for block in blocks:
+            if block[:6] == b"data: " and b"\n" not in block:
+                if len(block) - 6 >= self._max:
+                    raise SSETooLarge("an event-stream event exceeds the size cap")
+                out.append(block[6:])
+            else:  # comments, several lines, other fields: the general rules, this event's blank line included
+                out += [event.raw for event in self.feed(block + b"\n\n")]
+        if tail:
+            out += [event.raw for event in self.feed(tail)]
+        return out
+
     def _feed_any(self, chunk: bytes) -> list[SSEEvent]:
         """Any line ending (\n, \r\n, \r, also a \r\n pair split across reads), byte by byte."""
         events: list[SSEEvent] = []
