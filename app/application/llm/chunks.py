@@ -16,6 +16,7 @@ other).
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -24,7 +25,7 @@ from app.application.llm.types import ChunkView, JSONObject, StreamItem, ToolCal
 
 
 def new_completion_id() -> str:
-    return f"chatcmpl-{uuid.uuid4().hex}"
+    return f"chatcmpl-{os.urandom(16).hex()}"
 
 
 def new_tool_call_id() -> str:

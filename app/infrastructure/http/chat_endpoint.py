@@ -18,7 +18,6 @@ not a hot path: it is handed to the Litestar route with its body replayed.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -34,7 +33,7 @@ from app.application.ratelimit import Admission
 from app.domain.errors import DomainError, InvalidInput
 from app.domain.principal import Principal
 from app.infrastructure.http.auth import API_KEY_HEADER, authenticate_credential, credential_from_headers
-from app.infrastructure.http.chat_limits import AdmittedStream, open_admitted, settle_answer
+from app.infrastructure.http.chat_limits import AdmittedStream, finish_admission, open_admitted, settle_answer
 from app.infrastructure.http.client_watch import ClientGone, ClientWatch
 from app.infrastructure.http.controllers.openai import CLIENT_CLOSED_REQUEST, ChatCompletionBody, chat_request_from
 from app.infrastructure.http.errors import (
@@ -242,7 +241,7 @@ class ChatCompletionsEndpoint:
                 await send_json(send, 200, answer, admission.headers)
         finally:
             # After the response is written: the settlement's round trip is not in its latency.
-            await asyncio.shield(admission.finish())
+            await finish_admission(admission)
 
     async def _stream(
         self, principal: Principal, chat: ChatRequest, admission: Admission, watch: ClientWatch, send: Send

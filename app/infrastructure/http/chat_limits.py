@@ -44,6 +44,18 @@ async def settle_answer(admission: Admission, chat: ChatRequest, work: Coroutine
     return answer
 
 
+async def finish_admission(admission: Admission, used_tokens: int | None = None) -> None:
+    """`Admission.finish` from a request's own task. In a task being cancelled it runs shielded
+    (a task of its own), so a second cancellation cannot cut it short; otherwise it is awaited
+    directly, with no task of its own: the pipelined Redis client has queued the one command by
+    the time the call first waits, so even a cancellation arriving then does not lose it."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        await asyncio.shield(admission.finish(used_tokens))
+    else:
+        await admission.finish(used_tokens)
+
+
 async def open_admitted(
     admission: Admission, chat: ChatRequest, opening: Coroutine[Any, Any, ChatStream]
 ) -> ChatStream:
@@ -76,4 +88,4 @@ class AdmittedStream:
                 await aclose()
             await self._stream.aclose()
         finally:
-            await asyncio.shield(self.admission.finish(used_tokens=self._stream.usage.total_tokens))
+            await finish_admission(self.admission, self._stream.usage.total_tokens)

@@ -347,7 +347,7 @@ def _error_field(detail: dict[str, Any], key: str) -> str:
 
 def _has_finish_reason(item: StreamItem) -> bool:
     if isinstance(item, UpstreamChunk):
-        for choice in item.view.choices:  # a loop, not any(<generator>): this runs for every chunk
+        for choice in item.view.choices:  # noqa: SIM110 - a loop, not any(<generator>): runs per chunk
             if choice.finish_reason:
                 return True
         return False

@@ -9,8 +9,8 @@ processes: with N workers each enforces the limits on its own (N times the limit
 from __future__ import annotations
 
 import math
+import os
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -137,7 +137,7 @@ class InProcessRateLimiter:
             if request.tokens > 0:
                 reservation = Reservation(request.subject, policy, request.tokens, today, ORIGIN)
             if request.stream and policy.streams:
-                lease_id = uuid.uuid4().hex
+                lease_id = os.urandom(16).hex()
                 state.leases[lease_id] = now + self.lease_ttl_seconds
                 lease = Lease(request.subject, lease_id, self.lease_ttl_seconds, ORIGIN)
         requests = _state(policy.rpm, requests_outcome)

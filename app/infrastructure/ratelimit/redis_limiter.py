@@ -16,7 +16,7 @@ Cluster hash tag keeping a subject's keys in one slot):
 
 from __future__ import annotations
 
-import uuid
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -260,7 +260,7 @@ class RedisRateLimiter:
         policy = request.policy
         window = _window_us(policy.window_seconds)
         keys = self.keys(request.subject)
-        lease_id = uuid.uuid4().hex if request.stream and policy.streams else ""
+        lease_id = os.urandom(16).hex() if request.stream and policy.streams else ""
         lease_ttl = _window_us(self.lease_ttl_seconds)
         raw: Any = await self._hot.evalsha(
             _ACQUIRE,
