@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
@@ -186,3 +188,41 @@ async def test_deactivation_ends_sessions_and_publishes(world: World) -> None:
     assert len(world.revocation.sessions) == 1
     with pytest.raises(InvalidInput):
         await UpdateUser(world.factory, world.revocation, world.clock)(admin, admin.user_id, role=Role.USER)
+
+
+async def test_a_burst_with_a_cold_cache_loads_the_key_once(world: World) -> None:
+    admin = await world.admin()
+    _, secret = await world.issue(admin, ApiKeySpec(name="a"))
+    repository = world.uow.api_keys
+    lookup = repository.get_by_prefix
+
+    async def slow_lookup(prefix: str) -> Any:
+        await asyncio.sleep(0.01)  # the database takes a while: every request of the burst arrives meanwhile
+        return await lookup(prefix)
+
+    repository.get_by_prefix = slow_lookup  # type: ignore[method-assign]
+    before = repository.lookups
+    principals = await asyncio.gather(*(world.auth.api_key(secret) for _ in range(50)))
+    assert repository.lookups - before == 1
+    assert {p.user_id for p in principals} == {admin.user_id}
+    with pytest.raises(Unauthenticated):  # a wrong key is still refused, on its own load
+        await world.auth.api_key(secret[:-4] + "zzzz")
+
+
+async def test_a_burst_of_tokens_with_a_cold_cache_loads_the_user_once(world: World) -> None:
+    await world.register("a@example.com", "password123")
+    pair = await world.login("a@example.com", "password123", "1.2.3.4")
+    users = world.uow.users
+    get = users.get
+    loads = 0
+
+    async def slow_get(user_id: uuid.UUID) -> Any:
+        nonlocal loads
+        loads += 1
+        await asyncio.sleep(0.01)
+        return await get(user_id)
+
+    users.get = slow_get  # type: ignore[method-assign, assignment]
+    principals = await asyncio.gather(*(world.auth.access_token(pair.access_token) for _ in range(50)))
+    assert loads == 1
+    assert len({p.user_id for p in principals}) == 1

@@ -21,6 +21,7 @@ from app.application.identity.ports import (
     RevocationUnavailable,
 )
 from app.application.ports import Clock, UnitOfWorkFactory
+from app.application.single_flight import SingleFlight
 from app.domain.errors import Forbidden, InvalidInput, NotFound, RateLimited, Unauthenticated
 from app.domain.identity import (
     ApiKey,
@@ -321,6 +322,10 @@ class Authenticator:
         self._cache = cache
         self._last_used = last_used
         self._clock = clock
+        # When a cached identity expires under load, one database load per key or user at a
+        # time (the requests in flight share it), not one per request.
+        self._key_loads: SingleFlight[str, tuple[ApiKey, UserSnapshot, bool]] = SingleFlight()
+        self._user_loads: SingleFlight[tuple[uuid.UUID, uuid.UUID | None], tuple[User | None, bool]] = SingleFlight()
 
     async def _state(self, **ids: uuid.UUID | None) -> RevocationState | None:
         try:
@@ -339,12 +344,13 @@ class Authenticator:
         if state is not None and cached is not None and cached.user_version == state.user_version:
             user = cached.user
         else:
-            async with self._uow() as uow:
-                found = await uow.users.get(claims.user_id)
-                session = await uow.sessions.get(claims.session_id) if state is None else None
+            session_id = claims.session_id if state is None else None
+            found, session_ended = await self._user_loads.run(
+                (claims.user_id, session_id), lambda: self._load_user(claims.user_id, session_id)
+            )
             if found is None:
                 raise Unauthenticated("The token's user no longer exists.", code="invalid_token")
-            if state is None and (session is None or session.revoked_at is not None):
+            if session_ended:
                 raise Unauthenticated("The session has ended.", code="token_revoked")
             user = UserSnapshot.of(found)
             if state is not None:
@@ -365,7 +371,7 @@ class Authenticator:
                 and state.user_version == cached.user_version
             ):
                 return self._accept(cached.key, cached.user, state)
-        api_key, user, stale_pepper = await self._load_key(prefix, key)
+        api_key, user, stale_pepper = await self._key_loads.run(digest, lambda: self._load_key(prefix, key))
         state = await self._state(user_id=api_key.user_id, api_key_id=api_key.id)
         if state is not None:
             self._cache.put_key(digest, CachedApiKey(api_key, user, state.api_key_version, state.user_version))
@@ -375,6 +381,15 @@ class Authenticator:
                 await uow.api_keys.set_key_hash(api_key.id, digest)
                 await uow.commit()
         return self._accept(api_key, user, state)
+
+    async def _load_user(self, user_id: uuid.UUID, session_id: uuid.UUID | None) -> tuple[User | None, bool]:
+        """The user, and (when ``session_id`` is given: the revocation store did not answer)
+        whether that session has ended, from the database."""
+        async with self._uow() as uow:
+            found = await uow.users.get(user_id)
+            session = await uow.sessions.get(session_id) if session_id is not None else None
+        ended = session_id is not None and (session is None or session.revoked_at is not None)
+        return found, ended
 
     async def _load_key(self, prefix: str, key: str) -> tuple[ApiKey, UserSnapshot, bool]:
         async with self._uow() as uow:

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
-from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from app.application.identity.ports import RevocationState, RevocationUnavailable
+from app.application.single_flight import SingleFlight
 from app.domain.errors import ServiceUnavailable
 from app.infrastructure.redis_pipeline import HotPathRedis, RedisPyHotPath
 
@@ -67,7 +66,9 @@ class RedisRevocationStore:
         self._cache_seconds = cache_seconds
         self._states: dict[tuple[uuid.UUID, uuid.UUID | None, uuid.UUID | None], tuple[float, RevocationState]] = {}
         self._generation = 0
-        self._reading: dict[tuple[uuid.UUID, uuid.UUID | None, uuid.UUID | None], asyncio.Future[RevocationState]] = {}
+        self._flights: SingleFlight[tuple[uuid.UUID, uuid.UUID | None, uuid.UUID | None], RevocationState] = (
+            SingleFlight()
+        )
 
     async def _publish_pending(self) -> None:
         if not self._pending:
@@ -95,26 +96,15 @@ class RedisRevocationStore:
         cached = self._states.get(ids)
         if cached is not None and cached[0] > now:
             return cached[1]
+        generation = self._generation
         # One read per credential at a time: a burst of requests arriving when the reused answer
         # has just expired waits for one read instead of sending one each (150 at once, measured).
-        generation = self._generation
-        reading = self._reading.get(ids)
-        if reading is None:
-            reading = asyncio.ensure_future(self._read(user_id, session_id, api_key_id))
-            self._reading[ids] = reading
-            reading.add_done_callback(lambda done: self._read_done(ids, done))
-        state = await asyncio.shield(reading)
+        state = await self._flights.run(ids, lambda: self._read(user_id, session_id, api_key_id))
         if generation == self._generation:  # no write of ours since the read began
             if len(self._states) >= self.MAX_CACHED_STATES:
                 self._states.clear()
             self._states[ids] = (now + self._cache_seconds, state)
         return state
-
-    def _read_done(self, ids: tuple[uuid.UUID, uuid.UUID | None, uuid.UUID | None], read: asyncio.Future[Any]) -> None:
-        if self._reading.get(ids) is read:
-            del self._reading[ids]
-        if not read.cancelled():
-            read.exception()  # retrieved here: every waiter may have gone (clients disconnected)
 
     async def _read(
         self, user_id: uuid.UUID, session_id: uuid.UUID | None, api_key_id: uuid.UUID | None
@@ -150,7 +140,7 @@ class RedisRevocationStore:
         # Reused and in-flight reads may predate this write: none of them is used again.
         self._generation += 1
         self._states.clear()
-        self._reading.clear()
+        self._flights.forget()
         try:
             await self._publish_pending()
             await self._execute(commands)
