@@ -70,6 +70,10 @@ class ServerSettings(BaseSettings):
     request_max_body_bytes: int = Field(1024 * 1024, ge=1024)
     cors_allow_origins: CsvList = Field(default_factory=list)
     public_url: str | None = None
+    # Young collections every this many allocations while serving, with the start-up objects
+    # frozen (app/infrastructure/http/app.py, docs/benchmarks.md); 0 leaves CPython's collector
+    # exactly as it is (700, no freeze).
+    gc_young_threshold: int = Field(10_000, ge=0, le=1_000_000)
 
     _split = field_validator("cors_allow_origins", mode="before")(_split_csv)
 

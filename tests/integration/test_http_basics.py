@@ -17,7 +17,6 @@ from pydantic import BaseModel
 
 from app.config import Settings
 from app.domain.errors import Conflict, RateLimited, ServiceUnavailable
-from app.infrastructure.http.app import GC_YOUNG_THRESHOLD
 from tests.conftest import AppFactory
 
 
@@ -250,6 +249,15 @@ async def test_start_up_objects_are_frozen_while_serving_and_released_at_shutdow
     async with AsyncTestClient(app=app_factory(settings)) as test_client:
         assert (await test_client.get("/health")).status_code == 200
         assert gc.get_freeze_count() > 10_000  # the application's objects are out of the collector's way
-        assert gc.get_threshold()[0] == GC_YOUNG_THRESHOLD
+        assert gc.get_threshold()[0] == settings.server.gc_young_threshold == 10_000
     assert gc.get_freeze_count() == 0
     assert gc.get_threshold() == before
+
+
+async def test_gc_young_threshold_0_leaves_the_collector_as_it_is(settings: Settings, app_factory: AppFactory) -> None:
+    before = gc.get_threshold()
+    untouched = settings.model_copy(update={"server": settings.server.model_copy(update={"gc_young_threshold": 0})})
+    async with AsyncTestClient(app=app_factory(untouched)) as test_client:
+        assert (await test_client.get("/health")).status_code == 200
+        assert gc.get_freeze_count() == 0
+        assert gc.get_threshold() == before

@@ -48,11 +48,8 @@ from app.infrastructure.http.middleware import RequestContextMiddleware
 from app.infrastructure.llm.usage_recorder import MeteredUsageRecorder
 from app.infrastructure.persistence.usage_repository import SqlAlchemyUsageRepository
 
-# Allocations (net of frees) between two young collections; CPython's default is 700.
-GC_YOUNG_THRESHOLD = 10_000
 
-
-def tune_garbage_collector() -> tuple[int, int, int]:
+def tune_garbage_collector(young_threshold: int) -> tuple[int, int, int] | None:
     """Freeze the start-up objects and make young collections rarer; returns the old thresholds.
 
     - `gc.freeze`: the application's long-lived objects (routes, schemas, models, pools: about
@@ -65,17 +62,23 @@ def tune_garbage_collector() -> tuple[int, int, int]:
       per 700 allocations a burst of 150 streams spent a quarter of its CPU there. At 10,000:
       1.07-1.17 -> 0.73-0.83 ms of CPU per stream in the same bursts (docs/benchmarks.md);
       garbage in cycles waits a little longer (a few MB at most).
+
+    ``young_threshold`` is ``GC_YOUNG_THRESHOLD``; 0 leaves the collector as it is (None is
+    returned).
     """
+    if young_threshold <= 0:
+        return None
     gc.collect()
     gc.freeze()
     previous = gc.get_threshold()
-    gc.set_threshold(GC_YOUNG_THRESHOLD, previous[1], previous[2])
+    gc.set_threshold(young_threshold, previous[1], previous[2])
     return previous
 
 
-def restore_garbage_collector(thresholds: tuple[int, int, int]) -> None:
-    gc.set_threshold(*thresholds)
-    gc.unfreeze()
+def restore_garbage_collector(thresholds: tuple[int, int, int] | None) -> None:
+    if thresholds is not None:
+        gc.set_threshold(*thresholds)
+        gc.unfreeze()
 
 
 def _provide(value: object) -> Provide:
@@ -92,7 +95,7 @@ def build_http_app(container: Container, extra_route_handlers: Sequence[Any] = (
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
         await container.start()
-        thresholds = tune_garbage_collector()
+        thresholds = tune_garbage_collector(settings.server.gc_young_threshold)
         try:
             yield
         finally:
