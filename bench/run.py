@@ -22,6 +22,7 @@ import secrets
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,6 +33,7 @@ from typing import Any
 
 import httpx
 
+from bench import profile_summary, relay_micro
 from bench.loadgen import Result, build_request, hold_streams, run_burst, run_load
 from bench.wrk import run_wrk, wrk_path, wrk_version
 from tests.support.services import start_postgres, start_redis
@@ -246,6 +248,12 @@ class Bench:
             await asyncio.sleep(0.5)
         return results
 
+    async def measured_bursts(self, target: str, *, streams: int, rounds: int) -> tuple[list[Result], float]:
+        """`bursts`, and the gateway's CPU seconds during them."""
+        before = cpu_seconds(self.s.gateway_pid)
+        results = await self.bursts(target, streams=streams, rounds=rounds)
+        return results, cpu_seconds(self.s.gateway_pid) - before
+
     async def held_streams(self, streams: int, ramp_seconds: float) -> tuple[Result, int, int]:
         """`streams` slow streams (20 chunks, 1 s apart) opened over `ramp_seconds`, then all held open."""
         port, request = self.request("through", "bench-slow", True)
@@ -274,38 +282,32 @@ def fmt(value: float, digits: int = 2) -> str:
     return "n/a" if value != value else f"{value:.{digits}f}"  # noqa: PLR0124 - NaN check
 
 
+def row(name: str, d: dict[str, Any], t: dict[str, Any], cpu_ms: float, errors: float, *, stream: bool) -> list[str]:
+    p50, p99 = ("ttft_p50_ms", "ttft_p99_ms") if stream else ("p50_ms", "p99_ms")
+    return [name, fmt(d["rps"], 0), fmt(t["rps"], 0), fmt(d[p50]), fmt(t[p50]), fmt(d[p99]), fmt(t[p99]), fmt(cpu_ms),
+            str(int(errors))]  # fmt: skip
+
+
 async def full(s: Stack) -> tuple[list[list[str]], dict[str, Any]]:
     bench = Bench(s)
     await bench.load("through", stream=False, concurrency=8, seconds=2)  # warm-up: caches, pools, JIT-less paths
     rows: list[list[str]] = []
     facts: dict[str, Any] = {}
     facts["load_generator"] = f"wrk ({wrk_version()})" if wrk_path() else "bench/loadgen.py (wrk not installed)"
+    mock_busy: list[float] = []  # the mock's share of its core during THROUGH: is it a bottleneck?
     for concurrency in (1, 16, 64):
         d, _ = await bench.nonstream("direct", concurrency=concurrency, seconds=4)
+        mock_before, started = cpu_seconds(s.mock_pid), time.monotonic()
         t, cpu = await bench.nonstream("through", concurrency=concurrency, seconds=4)
+        mock_busy.append((cpu_seconds(s.mock_pid) - mock_before) / (time.monotonic() - started))
         cpu_ms = cpu * 1000 / max(t["count"], 1)
-        facts[f"nonstream_c{concurrency}"] = {
-            "direct": d,
-            "through": t,
-            "cpu_ms": cpu_ms,
-            "samples": t["samples"],
-        }
-        rows.append(
-            [
-                f"non-stream c={concurrency}",
-                fmt(d["rps"], 0),
-                fmt(t["rps"], 0),
-                fmt(d["p50_ms"]),
-                fmt(t["p50_ms"]),
-                fmt(d["p99_ms"]),
-                fmt(t["p99_ms"]),
-                fmt(cpu_ms),
-                str(t["errors"]),
-            ]
-        )
+        facts[f"nonstream_c{concurrency}"] = {"direct": d, "through": t, "cpu_ms": cpu_ms, "samples": t["samples"]}
+        rows.append(row(f"non-stream c={concurrency}", d, t, cpu_ms, t["errors"], stream=False))
     for concurrency in (16, 64):
         direct, _ = await bench.load("direct", stream=True, concurrency=concurrency, seconds=4)
+        mock_before, started = cpu_seconds(s.mock_pid), time.monotonic()
         through, cpu = await bench.load("through", stream=True, concurrency=concurrency, seconds=4)
+        mock_busy.append((cpu_seconds(s.mock_pid) - mock_before) / (time.monotonic() - started))
         d, t = direct.summary(), through.summary()
         cpu_ms = cpu * 1000 / max(through.count, 1)
         facts[f"stream_c{concurrency}"] = {
@@ -314,19 +316,8 @@ async def full(s: Stack) -> tuple[list[list[str]], dict[str, Any]]:
             "cpu_ms": cpu_ms,
             "samples": through.error_samples,
         }
-        rows.append(
-            [
-                f"stream(20) c={concurrency}",
-                fmt(d["rps"], 0),
-                fmt(t["rps"], 0),
-                fmt(d["ttft_p50_ms"]),
-                fmt(t["ttft_p50_ms"]),
-                fmt(d["ttft_p99_ms"]),
-                fmt(t["ttft_p99_ms"]),
-                fmt(cpu_ms),
-                str(t["errors"]),
-            ]
-        )
+        rows.append(row(f"stream(20) c={concurrency}", d, t, cpu_ms, t["errors"], stream=True))
+    facts["mock_busy_max"] = max(mock_busy)
     held, before, peak = await bench.held_streams(HELD_STREAMS, HELD_RAMP_SECONDS)
     facts["held"] = {
         "errors": held.errors,
@@ -337,26 +328,34 @@ async def full(s: Stack) -> tuple[list[list[str]], dict[str, Any]]:
         "samples": held.error_samples,
     }
     bursts = []
-    direct_bursts = await bench.bursts("direct", streams=150, rounds=3)
-    through_bursts = await bench.bursts("through", streams=150, rounds=3)
+    direct_bursts = await bench.bursts("direct", streams=BURST_STREAMS, rounds=BURST_ROUNDS)
+    through_bursts, burst_cpu = await bench.measured_bursts("through", streams=BURST_STREAMS, rounds=BURST_ROUNDS)
     for i, (direct_burst, through_burst) in enumerate(zip(direct_bursts, through_bursts, strict=True), 1):
         ds, ts = direct_burst.summary(), through_burst.summary()
         bursts.append(
             {
                 "round": i,
                 "direct_ttft_p99": ds["ttft_p99_ms"],
+                "through_ttft_p50": ts["ttft_p50_ms"],
                 "through_ttft_p99": ts["ttft_p99_ms"],
                 "overhead_p99": ts["ttft_p99_ms"] - ds["ttft_p99_ms"],
-                "errors": ts["errors"],
+                "errors": ts["errors"] + ds["errors"],
             }
         )
     facts["bursts"] = bursts
+    facts["burst_cpu_ms_per_stream"] = burst_cpu * 1000 / (BURST_STREAMS * BURST_ROUNDS)
     return rows, facts
+
+
+# Three back-to-back bursts of 150 streams, each stream on a new connection (the issue's test).
+BURST_STREAMS = 150
+BURST_ROUNDS = 3
 
 
 def verdicts(f: dict[str, Any]) -> list[tuple[str, str, bool]]:
     c1, c64, s64 = f["nonstream_c1"], f["nonstream_c64"], f["stream_c64"]
-    s16 = f["stream_c16"]
+    loads = ("nonstream_c1", "nonstream_c16", "nonstream_c64", "stream_c16", "stream_c64")
+    load_errors = int(sum(f[name]["through"]["errors"] for name in loads))
     checks = [
         ("CPU per non-streaming request <= 2 ms", f"{c64['cpu_ms']:.2f} ms (c=64)", c64["cpu_ms"] <= 2),
         ("CPU per 20-chunk stream <= 4 ms", f"{s64['cpu_ms']:.2f} ms (c=64)", s64["cpu_ms"] <= 4),
@@ -372,12 +371,12 @@ def verdicts(f: dict[str, Any]) -> list[tuple[str, str, bool]]:
         ),
         (">= 400 requests/s at c=64", f"{c64['through']['rps']:.0f}/s", c64["through"]["rps"] >= 400),
         (">= 200 streams/s at c=64", f"{s64['through']['rps']:.0f}/s", s64["through"]["rps"] >= 200),
-        ("p99 <= 300 ms at c=64", f"{c64['through']['p99_ms']:.1f} ms", c64["through"]["p99_ms"] <= 300),
         (
-            "zero errors under load",
-            f"{c64['through']['errors'] + s64['through']['errors'] + s16['through']['errors']}",
-            c64["through"]["errors"] + s64["through"]["errors"] + s16["through"]["errors"] == 0,
+            "p99 <= 300 ms at c=64 (request; stream first token; whole stream)",
+            f"{c64['through']['p99_ms']:.1f}; {s64['through']['ttft_p99_ms']:.1f}; {s64['through']['p99_ms']:.1f} ms",
+            max(c64["through"]["p99_ms"], s64["through"]["ttft_p99_ms"], s64["through"]["p99_ms"]) <= 300,
         ),
+        ("zero errors under load (every THROUGH load above)", f"{load_errors}", load_errors == 0),
         (
             "1,000 slow streams: zero errors",
             f"{f['held']['errors']} errors, {f['held']['completed']} completed",
@@ -406,58 +405,72 @@ def machine() -> str:
 
 
 def write_report(rows: list[list[str]], facts: dict[str, Any], checks: list[tuple[str, str, bool]]) -> str:
-    header = "| scenario | DIRECT rps | THROUGH rps | DIRECT p50 / TTFT p50 (ms) | THROUGH p50 / TTFT p50 (ms) | DIRECT p99 (ms) | THROUGH p99 (ms) | gateway CPU ms per request | errors |"
+    header = "| scenario | DIRECT rps | THROUGH rps | DIRECT p50 / TTFT p50 (ms) | THROUGH p50 / TTFT p50 (ms) | DIRECT p99 / TTFT p99 (ms) | THROUGH p99 / TTFT p99 (ms) | gateway CPU ms per request | errors |"
     lines = [header, "|" + "---|" * 9]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     table = "\n".join(lines)
     verdict = "\n".join(f"| {name} | {value} | {'PASS' if ok else 'FAIL'} |" for name, value, ok in checks)
     held = facts["held"]
-    text = (
-        f"""# Benchmarks
+    bursts = "\n".join(
+        f"| {b['round']} | {b['direct_ttft_p99']:.0f} | {b['through_ttft_p50']:.0f} | {b['through_ttft_p99']:.0f} | "
+        f"{b['overhead_p99']:.0f} | {b['errors']} |"
+        for b in facts["bursts"]
+    )
+    variants = "\n".join(
+        f"| {v['name']} | {v['skipped']} | |"
+        if "skipped" in v
+        else f"| {v['name']} | {v['cpu_ms_per_request']:.2f} | {v['cpu_ms_per_stream']:.2f} |"
+        for v in facts.get("variants", [])
+    )
+    profile = facts.get("profile_markdown")
+    where = (
+        "\n\n## Where the time goes (a target failed: py-spy of the gateway during that load)\n\n" + profile
+        if profile
+        else ""
+    )
+    return f"""# Benchmarks
 
 Measured by `make bench` (`python -m bench.run`) on {datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")},
 machine: {machine()}. The gateway (`agent-api serve` in production mode: one uvicorn worker,
-uvloop + httptools, API-key auth with its Redis revocation check, usage capture on, the
-default INFO access log; whatever per-key limits the server enforces, with the bench key's
-limits set far above the load) is pinned to core 0; the mock upstream and the load
-generator share core 1. DIRECT is client → mock; THROUGH is client → gateway → mock, in the
-same run. Gateway CPU is the kernel's utime + stime of the gateway process per completed
-request.
+uvloop + httptools, API-key auth with its Redis revocation check, Redis rate limits on, usage
+capture on, the default INFO access log; the bench key's limits set far above the load, so
+they are decided on every request and never refuse one) is pinned to core 0; the mock
+upstream and the load generators share core 1. DIRECT is client → mock; THROUGH is client →
+gateway → mock, in the same run. Non-streaming load: {facts["load_generator"]}; streams,
+bursts and held streams: `bench/loadgen.py` (it sees the first streamed token). Gateway CPU
+is the kernel's utime + stime of the gateway process per completed request. The mock used at
+most {facts["mock_busy_max"] * 100:.0f} % of its core during any THROUGH load: it is not the
+bottleneck.
 
 {table}
 
-1,000 slow streams (20 chunks 1 s apart, opened over {HELD_RAMP_SECONDS:.0f} s, then all open at once): {held["completed"]} completed, {held["errors"]} errors; gateway RSS
-{held["rss_before"] / 2**20:.1f} MiB before, {held["rss_peak"] / 2**20:.1f} MiB at peak
-({held["kib_per_stream"]:.1f} KiB per stream).
+1,000 slow streams (20 chunks 1 s apart, opened over {HELD_RAMP_SECONDS:.0f} s, then all open at once):
+{held["completed"]} completed, {held["errors"]} errors; gateway RSS {held["rss_before"] / 2**20:.1f} MiB before,
+{held["rss_peak"] / 2**20:.1f} MiB at peak ({held["kib_per_stream"]:.1f} KiB per stream).
 
-Bursts of 150 streams (TTFT p99, ms): """
-        + "; ".join(
-            f"round {b['round']}: direct {b['direct_ttft_p99']:.0f}, through {b['through_ttft_p99']:.0f}, errors {b['errors']}"
-            for b in facts["bursts"]
-        )
-        + """
+Three back-to-back bursts of {BURST_STREAMS} streams, each on a new connection, right after the held
+streams (gateway CPU {facts["burst_cpu_ms_per_stream"]:.2f} ms per stream):
 
-## Choices measured in this run (gateway CPU ms; quick run: c=16, at least 400 answers after a warm-up)
-
-| variant | per non-streaming request | per 20-chunk stream |
-|---|---|---|
-"""
-        + "\n".join(
-            f"| {v['name']} | {v['skipped']} | |"
-            if "skipped" in v
-            else f"| {v['name']} | {v['cpu_ms_per_request']:.2f} | {v['cpu_ms_per_stream']:.2f} |"
-            for v in facts.get("variants", [])
-        )
-        + f"""
+| burst | DIRECT TTFT p99 (ms) | THROUGH TTFT p50 (ms) | THROUGH TTFT p99 (ms) | overhead p99 (ms) | errors |
+|---|---|---|---|---|---|
+{bursts}
 
 ## Targets (issue 9)
 
 | target | measured | verdict |
 |---|---|---|
 {verdict}
+
+## Choices measured in this run (gateway CPU ms; quick run: c=16, at least 400 answers after a warm-up)
+
+| variant | per non-streaming request | per 20-chunk stream |
+|---|---|---|
+{variants}
+
+The relay's JSON work per upstream chunk (`python -m bench.relay_micro`, microseconds, in this run):
+
+{facts["relay_micro"]}{where}
 """
-    )
-    return text
 
 
 QUICK_SECONDS = 3.0
@@ -486,50 +499,77 @@ async def quick(s: Stack) -> dict[str, float]:
     return figures
 
 
-async def profile(s: Stack, out: Path, seconds: float = 6.0) -> None:
-    """py-spy (collapsed stacks, gateway process) during THROUGH load: non-streaming, then streaming."""
+async def spy(pid: int, out: Path, seconds: float, rate: int = 500) -> asyncio.subprocess.Process:
+    """py-spy recording `pid` into `out` (collapsed stacks) for `seconds`; await its `wait()`."""
+    return await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).with_name("py-spy")),  # the venv's, whether or not it is on PATH
+        "record", "--format", "raw", "--rate", str(rate), "--nonblocking", "--duration", str(max(1, round(seconds))),
+        "--pid", str(pid), "--output", str(out),
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+async def profile(s: Stack, out: Path, seconds: float = 6.0) -> dict[str, Path]:
+    """py-spy of the gateway during THROUGH load: non-streaming, streaming (c=16), then bursts."""
     bench = Bench(s)
     await bench.load("through", stream=False, concurrency=8, seconds=1)
+    files: dict[str, Path] = {}
     for name, stream in (("nonstream", False), ("stream", True)):
-        target = out / f"{name}.txt"
-        spy = await asyncio.create_subprocess_exec(
-            str(Path(sys.executable).with_name("py-spy")),  # the venv's, whether or not it is on PATH
-            "record",
-            "--format",
-            "raw",
-            "--rate",
-            "200",
-            "--nonblocking",
-            "--duration",
-            str(int(seconds)),
-            "--pid",
-            str(s.gateway_pid),
-            "--output",
-            str(target),
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL,
-        )
+        target = files[name] = out / f"{name}.txt"
+        recorder = await spy(s.gateway_pid, target, seconds)
         result, cpu = await bench.load("through", stream=stream, concurrency=16, seconds=seconds)
-        await spy.wait()
+        await recorder.wait()
         print(f"bench: {name}: {result.count} answers, {cpu * 1000 / max(result.count, 1):.3f} ms CPU each; {target}")
+    target = files["bursts"] = out / "bursts.txt"
+    recorder = await spy(s.gateway_pid, target, seconds)
+    started = time.monotonic()
+    while time.monotonic() - started < seconds - 1:
+        await bench.bursts("through", streams=BURST_STREAMS, rounds=1)
+    await recorder.wait()
+    print(f"bench: bursts of {BURST_STREAMS} streams: {target}")
+    return files
+
+
+def profile_for_failures(s: Stack, checks: list[tuple[str, str, bool]]) -> str | None:
+    """When a target failed: where the gateway's time goes under the load it failed in."""
+    failed = [name for name, _, ok in checks if not ok]
+    if not failed or not Path(sys.executable).with_name("py-spy").exists():
+        return None
+    with tempfile.TemporaryDirectory() as directory:
+        files = asyncio.run(profile(s, Path(directory)))
+        parts = [f"Failed: {'; '.join(failed)}. Profiles of the same gateway right after the run:"]
+        parts += [
+            profile_summary.markdown(files[name], title, top=20)
+            for name, title in (
+                ("nonstream", "Non-streaming requests, c=16"),
+                ("stream", "20-chunk streams, c=16"),
+                ("bursts", f"Bursts of {BURST_STREAMS} streams"),
+            )
+        ]
+        return "\n\n".join(parts)
 
 
 VARIANTS: list[tuple[str, str, dict[str, str]]] = [
     ("uvicorn (uvloop, httptools) + native HTTP/1.1 client [production]", "uvicorn", {"LLM_HTTP_TRANSPORT": "native"}),
     ("uvicorn (uvloop, httptools) + httpx over aiohttp", "uvicorn", {"LLM_HTTP_TRANSPORT": "aiohttp"}),
     ("uvicorn (uvloop, httptools) + httpx default transport (httpcore)", "uvicorn", {"LLM_HTTP_TRANSPORT": "httpx"}),
+    ("granian (uvloop, HTTP/1) + native HTTP/1.1 client", "granian", {"LLM_HTTP_TRANSPORT": "native"}),
     (
         "production, but redis-py on the hot path (REDIS_HOT_PATH_CLIENT=redis-py)",
         "uvicorn",
         {"REDIS_HOT_PATH_CLIENT": "redis-py"},
     ),
-    ("granian (uvloop, HTTP/1) + native HTTP/1.1 client", "granian", {"LLM_HTTP_TRANSPORT": "native"}),
+    (
+        "production, but CPython's garbage collector as it comes (GC_YOUNG_THRESHOLD=0)",
+        "uvicorn",
+        {"GC_YOUNG_THRESHOLD": "0"},
+    ),
 ]
 
 
 def compare_variants() -> list[dict[str, Any]]:
-    """The ASGI server, the upstream transport and the hot path's Redis client, each measured by
-    the quick run, in this run."""
+    """The ASGI server, the upstream transport, the hot path's Redis client and the garbage
+    collector's tuning, each measured by the quick run, in this run."""
     out: list[dict[str, Any]] = []
     for name, server, extra in VARIANTS:
         if server == "granian" and not granian_available():
@@ -543,14 +583,40 @@ def compare_variants() -> list[dict[str, Any]]:
     return out
 
 
-def gate(figures: dict[str, float], baseline: dict[str, float], tolerance: float) -> bool:
-    ok = True
+def over_limit(figures: dict[str, float], baseline: dict[str, float], tolerance: float) -> list[str]:
+    """The figures above ``baseline x tolerance``, printed with their limits."""
+    over = []
     for name, value in figures.items():
         limit = baseline[name] * tolerance
-        verdict = "ok" if value <= limit else "REGRESSION"
-        ok = ok and value <= limit
-        print(f"bench: {name} {value:.3f} (baseline {baseline[name]:.3f}, limit {limit:.3f}): {verdict}")
-    return ok
+        print(f"bench: {name} {value:.3f} (baseline {baseline[name]:.3f}, limit {limit:.3f})")
+        if value > limit:
+            over.append(name)
+    return over
+
+
+# A real regression costs more CPU in every attempt; a noisy neighbour rarely in three.
+GATE_ATTEMPTS = 3
+
+
+def gate(s: Stack, baseline: dict[str, float], tolerance: float) -> bool:
+    for attempt in range(1, GATE_ATTEMPTS + 1):
+        over = over_limit(asyncio.run(quick(s)), baseline, tolerance)
+        if not over:
+            print(f"bench: within {tolerance:g}x the baseline (attempt {attempt})")
+            return True
+        print(f"bench: above the limit in attempt {attempt}: {', '.join(over)}")
+    print(f"bench: REGRESSION: gateway CPU above {tolerance:g}x the baseline in {GATE_ATTEMPTS} attempts")
+    return False
+
+
+def write_baseline(s: Stack) -> None:
+    # The median of three runs: one lucky (quiet machine) run would make the gate flaky.
+    runs = [asyncio.run(quick(s)) for _ in range(3)]
+    record: dict[str, Any] = {k: round(sorted(run[k] for run in runs)[1], 3) for k in runs[0]}
+    record["measured"] = datetime.now(UTC).isoformat(timespec="seconds")
+    record["machine"] = machine()
+    BASELINE.write_text(json.dumps(record, indent=2) + "\n")
+    print(f"bench: baseline written: {record}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -572,25 +638,19 @@ def main(argv: list[str] | None = None) -> int:
     with stack() as s:
         if args.profile:
             Path(args.profile).mkdir(parents=True, exist_ok=True)
-            asyncio.run(profile(s, Path(args.profile)))
+            for name, path in asyncio.run(profile(s, Path(args.profile))).items():
+                print(profile_summary.markdown(path, name, top=30), end="\n\n")
             return 0
-        if args.quick or args.write_baseline:
-            figures = asyncio.run(quick(s))
-            if args.write_baseline:
-                # The median of three runs: one lucky (quiet machine) run would make the gate flaky.
-                runs = [figures, asyncio.run(quick(s)), asyncio.run(quick(s))]
-                figures = {k: sorted(run[k] for run in runs)[1] for k in figures}
-                record = {k: round(v, 3) for k, v in figures.items()}
-                record["measured"] = datetime.now(UTC).isoformat(timespec="seconds")  # type: ignore[assignment]
-                record["machine"] = machine()  # type: ignore[assignment]
-                BASELINE.write_text(json.dumps(record, indent=2) + "\n")
-                print(f"bench: baseline written: {record}")
-                return 0
-            baseline = json.loads(BASELINE.read_text())
-            return 0 if gate(figures, baseline, args.tolerance) else 1
+        if args.write_baseline:
+            write_baseline(s)
+            return 0
+        if args.quick:
+            return 0 if gate(s, json.loads(BASELINE.read_text()), args.tolerance) else 1
         rows, facts = asyncio.run(full(s))
+        checks = verdicts(facts)
+        facts["profile_markdown"] = profile_for_failures(s, checks)
     facts["variants"] = compare_variants()
-    checks = verdicts(facts)
+    facts["relay_micro"] = relay_micro.table()
     report = write_report(rows, facts, checks)
     notes = ROOT / "bench" / "notes.md"
     if notes.exists():  # the hand-written part: choices, profiles, what the numbers mean
