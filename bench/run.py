@@ -530,6 +530,21 @@ async def profile(s: Stack, out: Path, seconds: float = 6.0) -> dict[str, Path]:
     return files
 
 
+async def burst_rounds(s: Stack, rounds: int) -> list[tuple[float, float]]:
+    """`rounds` pairs of bursts (DIRECT then THROUGH): (TTFT p99 overhead ms, gateway CPU ms per
+    stream) of each. More rounds than `make bench`'s three, to see the spread of one setting."""
+    bench = Bench(s)
+    await bench.load("through", stream=False, concurrency=8, seconds=1)
+    await bench.load("through", stream=True, concurrency=8, seconds=1)
+    out = []
+    for _ in range(rounds):
+        (direct,) = await bench.bursts("direct", streams=BURST_STREAMS, rounds=1)
+        (through,), cpu = await bench.measured_bursts("through", streams=BURST_STREAMS, rounds=1)
+        overhead = through.summary()["ttft_p99_ms"] - direct.summary()["ttft_p99_ms"]
+        out.append((overhead, cpu * 1000 / BURST_STREAMS))
+    return out
+
+
 def profile_for_failures(s: Stack, checks: list[tuple[str, str, bool]]) -> str | None:
     """When a target failed: where the gateway's time goes under the load it failed in."""
     failed = [name for name, _, ok in checks if not ok]
@@ -625,6 +640,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--write-baseline", action="store_true", help="record the quick figures as the baseline")
     parser.add_argument("--tolerance", type=float, default=2.0, help="the gate fails above baseline x this")
     parser.add_argument("--profile", metavar="DIR", help="py-spy the gateway under load into DIR, then stop")
+    parser.add_argument("--bursts", type=int, metavar="N", help="N rounds of bursts only: overhead and CPU each")
     parser.add_argument("--report", default=str(ROOT / "docs" / "benchmarks.md"))
     args = parser.parse_args(argv)
     try:
@@ -643,6 +659,13 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.write_baseline:
             write_baseline(s)
+            return 0
+        if args.bursts:
+            results = asyncio.run(burst_rounds(s, args.bursts))
+            overheads, cpus = sorted(r[0] for r in results), sorted(r[1] for r in results)
+            print("bench: TTFT p99 overhead per round (ms):", " ".join(f"{o:.0f}" for o, _ in results))
+            print(f"bench: median {overheads[len(results) // 2]:.0f} ms, worst {overheads[-1]:.0f} ms; gateway CPU per"
+                  f" stream median {cpus[len(results) // 2]:.2f} ms")  # fmt: skip
             return 0
         if args.quick:
             return 0 if gate(s, json.loads(BASELINE.read_text()), args.tolerance) else 1
