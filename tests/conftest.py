@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
+import signal
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
@@ -24,7 +26,7 @@ from app.config import (
 from app.infrastructure.observability.logging import configure_logging
 from app.infrastructure.persistence import migrations
 from app.infrastructure.persistence.database import create_engine
-from tests.support.services import PostgresServer, RedisServer, start_postgres, start_redis
+from tests.support.services import PostgresServer, RedisServer, spawn_redis, start_postgres, start_redis
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -41,6 +43,16 @@ def postgres_server() -> Iterator[PostgresServer]:
     server = start_postgres()
     _announce(f"postgres: {server.source}")
     yield server
+    server.stop()
+
+
+@pytest.fixture
+def own_redis() -> Iterator[RedisServer]:
+    """A throwaway Redis of this test's own, to stop, pause, restart or flush (never the shared one)."""
+    server = spawn_redis()
+    yield server
+    if server.process is not None and server.process.poll() is None:
+        os.kill(server.process.pid, signal.SIGCONT)  # a paused server cannot stop
     server.stop()
 
 

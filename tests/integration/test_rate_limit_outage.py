@@ -12,7 +12,7 @@ import os
 import signal
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import pytest
@@ -37,16 +37,6 @@ from tests.support.services import RedisServer, spawn_redis
 TIMEOUT = 0.2
 LIMIT = 3
 RECOVERY_BUDGET_SECONDS = 5.0
-
-
-@pytest.fixture
-def own_redis() -> Iterator[RedisServer]:
-    """A Redis of this test's own, to stop and pause."""
-    server = spawn_redis()
-    yield server
-    if server.process is not None and server.process.poll() is None:
-        os.kill(server.process.pid, signal.SIGCONT)
-    server.stop()
 
 
 @dataclass

@@ -15,7 +15,7 @@ import subprocess
 import time
 import uuid
 import warnings
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -31,16 +31,6 @@ from tests.support.identity import admin_session, bearer, issue_key, with_admin
 from tests.support.services import RedisServer, spawn_redis
 
 TIMEOUT = 0.3
-
-
-@pytest.fixture
-def own_redis() -> Iterator[RedisServer]:
-    """A Redis of this test's own, to pause, restart or flush."""
-    server = spawn_redis()
-    yield server
-    if server.process is not None and server.process.poll() is None:
-        os.kill(server.process.pid, signal.SIGCONT)
-    server.stop()
 
 
 @pytest.fixture

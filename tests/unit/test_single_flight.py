@@ -9,16 +9,22 @@ import pytest
 from app.application.single_flight import SingleFlight
 
 
-async def test_concurrent_callers_share_one_run_and_later_callers_run_again() -> None:
-    flights: SingleFlight[str, int] = SingleFlight()
-    runs = 0
+class CountingLoad:
+    """A load that takes 10 ms and answers with its own number (1 for the first run, ...)."""
 
-    async def load() -> int:
-        nonlocal runs
-        runs += 1
-        mine = runs
+    def __init__(self) -> None:
+        self.runs = 0
+
+    async def __call__(self) -> int:
+        self.runs += 1
+        mine = self.runs
         await asyncio.sleep(0.01)
         return mine
+
+
+async def test_concurrent_callers_share_one_run_and_later_callers_run_again() -> None:
+    flights: SingleFlight[str, int] = SingleFlight()
+    load = CountingLoad()
 
     assert await asyncio.gather(*(flights.run("k", load) for _ in range(20))) == [1] * 20
     assert await flights.run("k", load) == 2  # the first run is over: a new one
@@ -59,14 +65,7 @@ async def test_a_cancelled_caller_does_not_cancel_the_others() -> None:
 
 async def test_forget_makes_the_next_caller_load_again() -> None:
     flights: SingleFlight[str, int] = SingleFlight()
-    runs = 0
-
-    async def load() -> int:
-        nonlocal runs
-        runs += 1
-        mine = runs
-        await asyncio.sleep(0.01)
-        return mine
+    load = CountingLoad()
 
     early = asyncio.ensure_future(flights.run("k", load))
     await asyncio.sleep(0)

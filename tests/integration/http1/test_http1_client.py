@@ -8,11 +8,13 @@ resets, early closes. Nothing about sockets is mocked.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import socket
 import ssl
 import struct
 import zlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -36,6 +38,16 @@ def client(**options: Any) -> Http1Client:
     return Http1Client(headers={"Authorization": "Bearer sk-test", "Accept": "application/json"}, **options)
 
 
+@contextlib.asynccontextmanager
+async def open_client(**options: Any) -> AsyncIterator[Http1Client]:
+    """`client`, closed (every pooled connection) when the block ends."""
+    llm = client(**options)
+    try:
+        yield llm
+    finally:
+        await llm.aclose()
+
+
 async def post_and_read(llm: Http1Client, url: str, body: bytes = BODY) -> tuple[Http1Response, bytes]:
     # Bounded: a client bug must fail the test, not hang it.
     async with asyncio.timeout(5):
@@ -49,15 +61,11 @@ async def post_and_read(llm: Http1Client, url: str, body: bytes = BODY) -> tuple
 
 
 async def test_sequential_requests_share_one_connection_and_send_the_expected_request() -> None:
-    async with RawUpstream(keep_alive(lambda head, body: ok(b"answer:" + body))) as server:
-        llm = client()
-        try:
-            for n in range(5):
-                response, data = await post_and_read(llm, server.url, b'{"n": %d}' % n)
-                assert response.status_code == 200
-                assert data == b'answer:{"n": %d}' % n
-        finally:
-            await llm.aclose()
+    async with RawUpstream(keep_alive(lambda head, body: ok(b"answer:" + body))) as server, open_client() as llm:
+        for n in range(5):
+            response, data = await post_and_read(llm, server.url, b'{"n": %d}' % n)
+            assert response.status_code == 200
+            assert data == b'answer:{"n": %d}' % n
     assert server.connections == 1
     head, _ = server.requests[0]
     assert head.startswith(b"POST /v1/chat/completions HTTP/1.1\r\n")
@@ -72,12 +80,8 @@ async def test_sequential_requests_share_one_connection_and_send_the_expected_re
 
 async def test_headers_are_looked_up_case_insensitively() -> None:
     extra = b"Retry-After: 3\r\nretry-after-ms: 2500\r\nX-Thing: a\r\n"
-    async with RawUpstream(keep_alive(lambda head, body: ok(extra=extra))) as server:
-        llm = client()
-        try:
-            response, _ = await post_and_read(llm, server.url)
-        finally:
-            await llm.aclose()
+    async with RawUpstream(keep_alive(lambda head, body: ok(extra=extra))) as server, open_client() as llm:
+        response, _ = await post_and_read(llm, server.url)
     assert response.header("retry-after") == "3"
     assert response.header("RETRY-AFTER-MS") == "2500"
     assert response.header("content-type") == "application/json"
@@ -86,29 +90,28 @@ async def test_headers_are_looked_up_case_insensitively() -> None:
 
 
 async def test_a_request_on_a_reused_connection_starts_no_task() -> None:
-    async with RawUpstream(keep_alive(lambda head, body: chunked(b"data: 1\n\n", b"data: 2\n\n"))) as server:
-        llm = client()
+    async with (
+        RawUpstream(keep_alive(lambda head, body: chunked(b"data: 1\n\n", b"data: 2\n\n"))) as server,
+        open_client() as llm,
+    ):
+        await post_and_read(llm, server.url)  # opens the connection (the server's task starts here)
+        loop = asyncio.get_running_loop()
+        created: list[object] = []
+        factory = loop.get_task_factory()
+
+        def counting(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Future[Any]:
+            created.append(coro)
+            if factory is not None:
+                return factory(loop, coro, **kwargs)
+            return asyncio.Task(coro, loop=loop, **kwargs)
+
+        loop.set_task_factory(counting)
         try:
-            await post_and_read(llm, server.url)  # opens the connection (the server's task starts here)
-            loop = asyncio.get_running_loop()
-            created: list[object] = []
-            factory = loop.get_task_factory()
-
-            def counting(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Future[Any]:
-                created.append(coro)
-                if factory is not None:
-                    return factory(loop, coro, **kwargs)
-                return asyncio.Task(coro, loop=loop, **kwargs)
-
-            loop.set_task_factory(counting)
-            try:
-                for _ in range(3):
-                    _, data = await post_and_read(llm, server.url)
-                    assert data == b"data: 1\n\ndata: 2\n\n"
-            finally:
-                loop.set_task_factory(factory)
+            for _ in range(3):
+                _, data = await post_and_read(llm, server.url)
+                assert data == b"data: 1\n\ndata: 2\n\n"
         finally:
-            await llm.aclose()
+            loop.set_task_factory(factory)
     assert created == []
     assert server.connections == 1
 
@@ -126,14 +129,10 @@ async def test_connection_close_and_http_1_0_answers_are_not_reused() -> None:
             await writer.drain()
             await server.client_gone(reader)
 
-    async with RawUpstream(handler) as server:
-        llm = client()
-        try:
-            for _ in range(3):
-                _, data = await post_and_read(llm, server.url)
-                assert data
-        finally:
-            await llm.aclose()
+    async with RawUpstream(handler) as server, open_client() as llm:
+        for _ in range(3):
+            _, data = await post_and_read(llm, server.url)
+            assert data
     assert server.connections == 3
 
 
@@ -152,19 +151,15 @@ async def test_the_pool_limit_holds_and_waiting_requests_are_served_in_arrival_o
             writer.write(ok(data))
             await writer.drain()
 
-    async with RawUpstream(handler) as server:
-        llm = client(max_connections=limit, connect_timeout=5)
-        try:
-            tasks = []
-            for n in range(6):
-                tasks.append(asyncio.ensure_future(post_and_read(llm, server.url, b"%d" % n)))
-                await asyncio.sleep(0.02)  # arrival order is the order of the list
-            assert server.connections == limit
-            assert order == [b"%d" % n for n in range(limit)]
-            release.set()
-            results = await asyncio.gather(*tasks)
-        finally:
-            await llm.aclose()
+    async with RawUpstream(handler) as server, open_client(max_connections=limit, connect_timeout=5) as llm:
+        tasks = []
+        for n in range(6):
+            tasks.append(asyncio.ensure_future(post_and_read(llm, server.url, b"%d" % n)))
+            await asyncio.sleep(0.02)  # arrival order is the order of the list
+        assert server.connections == limit
+        assert order == [b"%d" % n for n in range(limit)]
+        release.set()
+        results = await asyncio.gather(*tasks)
     assert [data for _, data in results] == [b"%d" % n for n in range(6)]
     assert server.connections == limit
     if limit == 1:
@@ -185,21 +180,17 @@ async def test_idle_connections_are_reused_newest_first() -> None:
             writer.write(ok(b"conn-%d" % n))
             await writer.drain()
 
-    async with RawUpstream(handler) as server:
-        llm = client()
-        try:
-            one = asyncio.ensure_future(post_and_read(llm, server.url))
-            await asyncio.sleep(0.02)
-            two = asyncio.ensure_future(post_and_read(llm, server.url))
-            await asyncio.sleep(0.02)
-            gates[1].set()
-            assert (await one)[1] == b"conn-1"
-            gates[2].set()
-            assert (await two)[1] == b"conn-2"  # released last
-            assert (await post_and_read(llm, server.url))[1] == b"conn-2"
-            assert (await post_and_read(llm, server.url))[1] == b"conn-2"
-        finally:
-            await llm.aclose()
+    async with RawUpstream(handler) as server, open_client() as llm:
+        one = asyncio.ensure_future(post_and_read(llm, server.url))
+        await asyncio.sleep(0.02)
+        two = asyncio.ensure_future(post_and_read(llm, server.url))
+        await asyncio.sleep(0.02)
+        gates[1].set()
+        assert (await one)[1] == b"conn-1"
+        gates[2].set()
+        assert (await two)[1] == b"conn-2"  # released last
+        assert (await post_and_read(llm, server.url))[1] == b"conn-2"
+        assert (await post_and_read(llm, server.url))[1] == b"conn-2"
     assert server.connections == 2
 
 
@@ -239,15 +230,14 @@ async def test_a_request_waiting_longer_than_the_pool_timeout_fails() -> None:
 
 
 async def test_an_idle_connection_older_than_keepalive_is_closed_not_reused() -> None:
-    async with RawUpstream(keep_alive(lambda head, body: ok())) as server:
-        llm = client(keepalive_seconds=0.1)
-        try:
-            await post_and_read(llm, server.url)
-            await asyncio.sleep(0.25)
-            await post_and_read(llm, server.url)
-            await asyncio.sleep(0.05)
-        finally:
-            await llm.aclose()
+    async with (
+        RawUpstream(keep_alive(lambda head, body: ok())) as server,
+        open_client(keepalive_seconds=0.1) as llm,
+    ):
+        await post_and_read(llm, server.url)
+        await asyncio.sleep(0.25)
+        await post_and_read(llm, server.url)
+        await asyncio.sleep(0.05)
     assert server.connections == 2
     assert server.closed_by_client >= 1  # the expired one was closed by the client
 
@@ -259,16 +249,12 @@ async def test_a_connection_the_server_closed_while_idle_is_not_reused() -> None
             await writer.drain()
             writer.close()  # keep-alive announced, then closed while idle
 
-    async with RawUpstream(handler) as server:
-        llm = client()
-        try:
-            await post_and_read(llm, server.url)
-            await asyncio.sleep(0.1)  # the client sees the EOF while the connection is idle
-            pool = llm.pool_of(server.url)
-            assert pool.idle_count == 0
-            _, data = await post_and_read(llm, server.url)
-        finally:
-            await llm.aclose()
+    async with RawUpstream(handler) as server, open_client() as llm:
+        await post_and_read(llm, server.url)
+        await asyncio.sleep(0.1)  # the client sees the EOF while the connection is idle
+        pool = llm.pool_of(server.url)
+        assert pool.idle_count == 0
+        _, data = await post_and_read(llm, server.url)
     assert data == b'{"ok": true}'
     assert server.connections == 2
     assert len(server.requests) == 2  # never sent on the closed connection
@@ -285,13 +271,9 @@ async def test_a_reused_connection_closed_as_the_request_is_sent_is_retried_once
             writer.write(data)
             await writer.drain()
 
-    async with RawUpstream(handler) as server:
-        llm = client()
-        try:
-            assert (await post_and_read(llm, server.url))[1] == b"first"
-            assert (await post_and_read(llm, server.url))[1] == b"retried"
-        finally:
-            await llm.aclose()
+    async with RawUpstream(handler) as server, open_client() as llm:
+        assert (await post_and_read(llm, server.url))[1] == b"first"
+        assert (await post_and_read(llm, server.url))[1] == b"retried"
     assert server.connections == 2
     assert len(server.requests) == 3  # first, second (closed unanswered), second again
 
@@ -300,23 +282,16 @@ async def test_a_new_connection_closed_without_an_answer_is_not_retried() -> Non
     async def handler(server: RawUpstream, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: int) -> None:
         await server.serve(reader, lambda h, b: b"x")
 
-    async with RawUpstream(handler) as server:
-        llm = client()
-        try:
-            with pytest.raises(Http1ReadError):
-                await llm.post(server.url, BODY)
-        finally:
-            await llm.aclose()
+    async with RawUpstream(handler) as server, open_client() as llm:
+        with pytest.raises(Http1ReadError):
+            await llm.post(server.url, BODY)
     assert server.connections == 1
 
 
 async def test_a_connection_refused_is_a_connect_error() -> None:
-    llm = client(connect_timeout=2)
-    try:
+    async with open_client(connect_timeout=2) as llm:
         with pytest.raises(Http1ConnectError) as caught:
             await llm.post(f"http://127.0.0.1:{free_port()}/v1/chat/completions", BODY)
-    finally:
-        await llm.aclose()
     assert isinstance(caught.value.__cause__, OSError)
 
 
@@ -349,14 +324,10 @@ async def test_bytes_arriving_on_an_idle_connection_make_it_unusable() -> None:
             if n == 1:
                 writer.write(b"HTTP/1.1 200 OK\r\n")  # unsolicited
 
-    async with RawUpstream(handler) as server:
-        llm = client()
-        try:
-            await post_and_read(llm, server.url)
-            await asyncio.sleep(0.05)
-            _, data = await post_and_read(llm, server.url)
-        finally:
-            await llm.aclose()
+    async with RawUpstream(handler) as server, open_client() as llm:
+        await post_and_read(llm, server.url)
+        await asyncio.sleep(0.05)
+        _, data = await post_and_read(llm, server.url)
     assert data == b'{"ok": true}'
     assert server.connections == 2
 
@@ -397,14 +368,10 @@ def _split_server(answer: bytes) -> tuple[list[int], Any]:
 )
 async def test_an_answer_split_at_every_position_parses_the_same(answer: bytes, body: bytes) -> None:
     cuts, handler = _split_server(answer)
-    async with RawUpstream(handler) as server:
-        llm = client()
-        try:
-            for _ in cuts:
-                response, data = await post_and_read(llm, server.url)
-                assert (response.status_code, data) == (200, body)
-        finally:
-            await llm.aclose()
+    async with RawUpstream(handler) as server, open_client() as llm:
+        for _ in cuts:
+            response, data = await post_and_read(llm, server.url)
+            assert (response.status_code, data) == (200, body)
     assert server.connections == 1  # every answer ended cleanly: the connection served them all
 
 
@@ -418,30 +385,22 @@ async def test_an_answer_sent_byte_by_byte_parses() -> None:
                 await writer.drain()
                 await asyncio.sleep(0)
 
-    async with RawUpstream(handler) as server:
-        llm = client()
-        try:
-            _, data = await post_and_read(llm, server.url)
-            _, again = await post_and_read(llm, server.url)
-        finally:
-            await llm.aclose()
+    async with RawUpstream(handler) as server, open_client() as llm:
+        _, data = await post_and_read(llm, server.url)
+        _, again = await post_and_read(llm, server.url)
     assert data == again == b"data: 1\n\ndata: 2\n\n"
     assert server.connections == 1
 
 
 async def test_events_of_one_network_read_come_out_as_one_piece() -> None:
     events = [b"data: %d\n\n" % n for n in range(20)]
-    async with RawUpstream(keep_alive(lambda h, b: chunked(*events))) as server:
-        llm = client()
-        try:
-            response = await llm.post(server.url, BODY)
-            await asyncio.sleep(0.05)  # everything arrived
-            pieces = []
-            while piece := await response.read():
-                pieces.append(piece)
-            await response.aclose()
-        finally:
-            await llm.aclose()
+    async with RawUpstream(keep_alive(lambda h, b: chunked(*events))) as server, open_client() as llm:
+        response = await llm.post(server.url, BODY)
+        await asyncio.sleep(0.05)  # everything arrived
+        pieces = []
+        while piece := await response.read():
+            pieces.append(piece)
+        await response.aclose()
     assert pieces == [b"".join(events)]
 
 
@@ -455,13 +414,9 @@ async def test_a_body_without_length_ends_with_the_connection() -> None:
             await writer.drain()
             writer.close()
 
-    async with RawUpstream(handler) as server:
-        llm = client()
-        try:
-            _, first = await post_and_read(llm, server.url)
-            _, second = await post_and_read(llm, server.url)
-        finally:
-            await llm.aclose()
+    async with RawUpstream(handler) as server, open_client() as llm:
+        _, first = await post_and_read(llm, server.url)
+        _, second = await post_and_read(llm, server.url)
     assert first == second == b"data: 1\n\ndata: 2\n\n"
     assert server.connections == 2  # never reused
 
@@ -481,49 +436,36 @@ async def test_compressed_bodies_are_decoded(encoding: bytes, compress: Any) -> 
     third = len(packed) // 3
     pieces = (packed[:third], packed[third : 2 * third], packed[2 * third :])
     answer = chunked(*pieces, extra=b"Content-Encoding: %s\r\n" % encoding)
-    async with RawUpstream(keep_alive(lambda h, b: answer)) as server:
-        llm = client()
-        try:
-            _, data = await post_and_read(llm, server.url)
-            _, again = await post_and_read(llm, server.url)
-        finally:
-            await llm.aclose()
+    async with RawUpstream(keep_alive(lambda h, b: answer)) as server, open_client() as llm:
+        _, data = await post_and_read(llm, server.url)
+        _, again = await post_and_read(llm, server.url)
     assert data == again == plain
     assert server.connections == 1
 
 
 async def test_a_body_that_does_not_decompress_is_a_protocol_error() -> None:
     answer = ok(b"not gzip at all", extra=b"Content-Encoding: gzip\r\n")
-    async with RawUpstream(keep_alive(lambda h, b: answer)) as server:
-        llm = client()
-        try:
-            response = await llm.post(server.url, BODY)
-            with pytest.raises(Http1ProtocolError):
-                await response.aread()
-        finally:
-            await llm.aclose()
+    async with RawUpstream(keep_alive(lambda h, b: answer)) as server, open_client() as llm:
+        response = await llm.post(server.url, BODY)
+        with pytest.raises(Http1ProtocolError):
+            await response.aread()
 
 
 async def test_an_encoding_we_cannot_decode_is_a_protocol_error() -> None:
     answer = ok(b"\x8b\x00", extra=b"Content-Encoding: br\r\n")
-    async with RawUpstream(keep_alive(lambda h, b: answer)) as server:
-        llm = client()
-        try:
-            with pytest.raises(Http1ProtocolError):
-                await llm.post(server.url, BODY)
-        finally:
-            await llm.aclose()
+    async with RawUpstream(keep_alive(lambda h, b: answer)) as server, open_client() as llm:
+        with pytest.raises(Http1ProtocolError):
+            await llm.post(server.url, BODY)
 
 
 async def test_interim_1xx_answers_are_skipped() -> None:
     interim = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </x>\r\n\r\n"
-    async with RawUpstream(keep_alive(lambda h, b: interim + ok(b"final", extra=b"X-Final: yes\r\n"))) as server:
-        llm = client()
-        try:
-            response, data = await post_and_read(llm, server.url)
-            _, again = await post_and_read(llm, server.url)
-        finally:
-            await llm.aclose()
+    async with (
+        RawUpstream(keep_alive(lambda h, b: interim + ok(b"final", extra=b"X-Final: yes\r\n"))) as server,
+        open_client() as llm,
+    ):
+        response, data = await post_and_read(llm, server.url)
+        _, again = await post_and_read(llm, server.url)
     assert (response.status_code, data, again) == (200, b"final", b"final")
     assert response.header("x-final") == "yes"
     assert response.header("link") is None
@@ -532,12 +474,8 @@ async def test_interim_1xx_answers_are_skipped() -> None:
 
 async def test_error_statuses_are_answers_too() -> None:
     answer = b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 1\r\nContent-Length: 2\r\n\r\n{}"
-    async with RawUpstream(keep_alive(lambda h, b: answer)) as server:
-        llm = client()
-        try:
-            response, data = await post_and_read(llm, server.url)
-        finally:
-            await llm.aclose()
+    async with RawUpstream(keep_alive(lambda h, b: answer)) as server, open_client() as llm:
+        response, data = await post_and_read(llm, server.url)
     assert (response.status_code, response.header("retry-after"), data) == (429, "1", b"{}")
 
 
@@ -553,14 +491,10 @@ async def test_an_answer_that_is_not_http_is_a_protocol_error_without_waiting(ga
             await writer.drain()
             await server.client_gone(reader, seconds=5)  # keeps the connection open: no EOF to rely on
 
-    async with RawUpstream(handler) as server:
-        llm = client()
-        try:
-            async with asyncio.timeout(2):
-                with pytest.raises(Http1ProtocolError):
-                    await llm.post(server.url, BODY)
-        finally:
-            await llm.aclose()
+    async with RawUpstream(handler) as server, open_client() as llm:
+        async with asyncio.timeout(2):
+            with pytest.raises(Http1ProtocolError):
+                await llm.post(server.url, BODY)
 
 
 async def test_a_head_larger_than_allowed_is_a_protocol_error() -> None:
@@ -572,13 +506,9 @@ async def test_a_head_larger_than_allowed_is_a_protocol_error() -> None:
             await writer.drain()
             await server.client_gone(reader, seconds=5)
 
-    async with RawUpstream(handler) as server:
-        llm = client()
-        try:
-            with pytest.raises(Http1ProtocolError):
-                await llm.post(server.url, BODY)
-        finally:
-            await llm.aclose()
+    async with RawUpstream(handler) as server, open_client() as llm:
+        with pytest.raises(Http1ProtocolError):
+            await llm.post(server.url, BODY)
 
 
 async def test_a_reset_mid_body_is_a_read_error_after_what_arrived() -> None:
@@ -591,16 +521,12 @@ async def test_a_reset_mid_body_is_a_read_error_after_what_arrived() -> None:
             writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             writer.transport.abort()
 
-    async with RawUpstream(handler) as server:
-        llm = client()
-        try:
-            response = await llm.post(server.url, BODY)
-            assert await response.read() == b"partial"
-            with pytest.raises(Http1ReadError):
-                await response.read()
-            assert llm.pool_of(server.url).connections == set()
-        finally:
-            await llm.aclose()
+    async with RawUpstream(handler) as server, open_client() as llm:
+        response = await llm.post(server.url, BODY)
+        assert await response.read() == b"partial"
+        with pytest.raises(Http1ReadError):
+            await response.read()
+        assert llm.pool_of(server.url).connections == set()
 
 
 @pytest.mark.parametrize("framing", ["chunked", "content-length"])
@@ -617,14 +543,10 @@ async def test_a_clean_close_mid_body_is_a_read_error(framing: str) -> None:
             await writer.drain()
             writer.close()
 
-    async with RawUpstream(handler) as server:
-        llm = client()
-        try:
-            response = await llm.post(server.url, BODY)
-            with pytest.raises(Http1ReadError):
-                await response.aread()
-        finally:
-            await llm.aclose()
+    async with RawUpstream(handler) as server, open_client() as llm:
+        response = await llm.post(server.url, BODY)
+        with pytest.raises(Http1ReadError):
+            await response.aread()
 
 
 async def test_a_response_closed_before_its_end_closes_its_connection() -> None:
@@ -641,16 +563,12 @@ async def test_a_response_closed_before_its_end_closes_its_connection() -> None:
             writer.write(b"0\r\n\r\n")
             await writer.drain()
 
-    async with RawUpstream(handler) as server:
-        llm = client()
-        try:
-            response = await llm.post(server.url, BODY)
-            assert await response.read() == b"first"
-            await response.aclose()
-            await asyncio.wait_for(release.wait(), 2)
-            _, data = await post_and_read(llm, server.url)
-        finally:
-            await llm.aclose()
+    async with RawUpstream(handler) as server, open_client() as llm:
+        response = await llm.post(server.url, BODY)
+        assert await response.read() == b"first"
+        await response.aclose()
+        await asyncio.wait_for(release.wait(), 2)
+        _, data = await post_and_read(llm, server.url)
     assert data == b"first"
     assert server.connections == 2
 
@@ -659,20 +577,16 @@ async def test_reading_pauses_above_the_high_water_mark_and_resumes() -> None:
     size = 4 * 1024 * 1024
     payload = bytes(range(256)) * (size // 256)
     answer = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size + payload
-    async with RawUpstream(keep_alive(lambda h, b: answer)) as server:
-        llm = client()
-        try:
-            response = await llm.post(server.url, BODY)
-            await asyncio.sleep(0.3)  # the server would send it all; the client stops reading
-            assert response.buffered <= http1._HIGH_WATER + 512 * 1024
-            received = bytearray()
-            while piece := await response.read():
-                received += piece
-                await asyncio.sleep(0)
-            await response.aclose()
-            _, again = await post_and_read(llm, server.url)
-        finally:
-            await llm.aclose()
+    async with RawUpstream(keep_alive(lambda h, b: answer)) as server, open_client() as llm:
+        response = await llm.post(server.url, BODY)
+        await asyncio.sleep(0.3)  # the server would send it all; the client stops reading
+        assert response.buffered <= http1._HIGH_WATER + 512 * 1024
+        received = bytearray()
+        while piece := await response.read():
+            received += piece
+            await asyncio.sleep(0)
+        await response.aclose()
+        _, again = await post_and_read(llm, server.url)
     assert bytes(received) == payload
     assert again == payload
     assert server.connections == 1
@@ -691,28 +605,24 @@ async def test_cancelling_a_read_closes_the_connection_and_leaves_nothing_behind
             if await server.client_gone(reader):
                 gone.set()
 
-    async with RawUpstream(handler) as server:
-        llm = client()
-        try:
-            response = await llm.post(server.url, BODY)
-            assert await response.read() == b"first"
-            tasks_before = asyncio.all_tasks()
-            reading = asyncio.ensure_future(response.read())
-            await asyncio.sleep(0.05)
-            reading.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await reading
-            await asyncio.wait_for(gone.wait(), 2)
-            pool = llm.pool_of(server.url)
-            assert pool.connections == set()
-            assert pool.idle_count == 0
-            assert response.buffered == 0
-            await asyncio.sleep(0.01)
-            assert asyncio.all_tasks() <= tasks_before
-            with pytest.raises(Http1ReadError):
-                await response.read()
-        finally:
-            await llm.aclose()
+    async with RawUpstream(handler) as server, open_client() as llm:
+        response = await llm.post(server.url, BODY)
+        assert await response.read() == b"first"
+        tasks_before = asyncio.all_tasks()
+        reading = asyncio.ensure_future(response.read())
+        await asyncio.sleep(0.05)
+        reading.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await reading
+        await asyncio.wait_for(gone.wait(), 2)
+        pool = llm.pool_of(server.url)
+        assert pool.connections == set()
+        assert pool.idle_count == 0
+        assert response.buffered == 0
+        await asyncio.sleep(0.01)
+        assert asyncio.all_tasks() <= tasks_before
+        with pytest.raises(Http1ReadError):
+            await response.read()
 
 
 async def test_cancelling_while_waiting_for_the_head_closes_the_connection() -> None:
@@ -722,16 +632,12 @@ async def test_cancelling_while_waiting_for_the_head_closes_the_connection() -> 
         if await server.serve(reader, lambda h, b: b"x") and await server.client_gone(reader):
             gone.set()
 
-    async with RawUpstream(handler) as server:
-        llm = client()
-        try:
-            with pytest.raises(TimeoutError):
-                async with asyncio.timeout(0.1):
-                    await llm.post(server.url, BODY)
-            await asyncio.wait_for(gone.wait(), 2)
-            assert llm.pool_of(server.url).connections == set()
-        finally:
-            await llm.aclose()
+    async with RawUpstream(handler) as server, open_client() as llm:
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.1):
+                await llm.post(server.url, BODY)
+        await asyncio.wait_for(gone.wait(), 2)
+        assert llm.pool_of(server.url).connections == set()
 
 
 # -- TLS ------------------------------------------------------------------------------------------
@@ -743,13 +649,10 @@ async def test_https_with_a_trusted_certificate(tls_files: tuple[str, str]) -> N
     server_context.load_cert_chain(cert, key)
     trusting = ssl.create_default_context(cafile=cert)
     async with RawUpstream(keep_alive(lambda h, b: ok(b"secure")), tls=server_context) as server:
-        llm = client(ssl_context=trusting)
-        try:
+        async with open_client(ssl_context=trusting) as llm:
             for _ in range(3):
                 _, data = await post_and_read(llm, server.url)
                 assert data == b"secure"
-        finally:
-            await llm.aclose()
         assert server.connections == 1
         assert header_of(server.requests[0][0], "host") == f"localhost:{server.port}"
 
@@ -769,12 +672,11 @@ async def test_ssl_cert_file_from_the_environment_wins_over_certifi(
     server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     server_context.load_cert_chain(cert, key)
     monkeypatch.setenv("SSL_CERT_FILE", cert)
-    async with RawUpstream(keep_alive(lambda h, b: ok(b"secure")), tls=server_context) as server:
-        llm = client()
-        try:
-            _, data = await post_and_read(llm, server.url)
-        finally:
-            await llm.aclose()
+    async with (
+        RawUpstream(keep_alive(lambda h, b: ok(b"secure")), tls=server_context) as server,
+        open_client() as llm,
+    ):
+        _, data = await post_and_read(llm, server.url)
     assert data == b"secure"
 
 
@@ -823,12 +725,8 @@ async def test_the_request_head_names_the_port_only_when_it_is_not_the_default()
 
 
 async def test_a_large_request_body_is_sent_whole() -> None:
-    async with RawUpstream(keep_alive(lambda h, b: chunked(b"a", b"b", b"c"))) as server:
-        llm = client()
-        try:
-            _, data = await post_and_read(llm, server.url, b"x" * 3_000_000)
-        finally:
-            await llm.aclose()
+    async with RawUpstream(keep_alive(lambda h, b: chunked(b"a", b"b", b"c"))) as server, open_client() as llm:
+        _, data = await post_and_read(llm, server.url, b"x" * 3_000_000)
     assert data == b"abc"
     assert server.requests[0][1] == b"x" * 3_000_000
 
