@@ -21,6 +21,7 @@ from app.config import (
     LoggingSettings,
     RedisSettings,
     SecuritySettings,
+    ServerSettings,
     Settings,
 )
 from app.infrastructure.observability.logging import configure_logging
@@ -108,6 +109,11 @@ def make_settings(database_url: str, redis_url: str | None, **overrides: Any) ->
         "logging": LoggingSettings(level="WARNING", format="json"),
         # Cheap argon2 parameters: the tests exercise the logic, not the cost.
         "auth": AuthSettings(argon2_memory_kib=64, argon2_time_cost=1),
+        # The collector left as it is: a test process starts hundreds of applications, and each
+        # start-up's full collection before the freeze cost the suite a third of its time. The
+        # tuning has tests of its own (test_http_basics.py), and every server process of the
+        # end-to-end tests runs it as production does.
+        "server": ServerSettings(gc_young_threshold=0),
     }
     groups.update(overrides)
     return Settings(**groups)
