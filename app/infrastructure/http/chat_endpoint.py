@@ -67,10 +67,6 @@ class BodyTooLarge(Exception):
     pass
 
 
-class _ClientGone(Exception):
-    pass
-
-
 def _encoded(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
     return [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers.items()]
 
@@ -101,7 +97,7 @@ async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            raise _ClientGone
+            raise ClientGone
         chunk: bytes = message.get("body", b"")  # type: ignore[assignment]
         size += len(chunk)
         if size > limit:
@@ -186,7 +182,8 @@ class ChatCompletionsEndpoint:
         except BodyTooLarge:
             payload = error_body(413, "The request body is larger than the server accepts.", code="request_too_large")
             await send_json(send, 413, payload)
-        except _ClientGone:
+        except ClientGone:  # before the answer began: nobody listens; 499 is what the access log shows
+            log.info("client_disconnected_before_answer")
             await send_json(send, CLIENT_CLOSED_REQUEST, {})
         except Exception as exc:
             log.exception("unhandled_exception", exc_type=type(exc).__name__)
@@ -231,14 +228,9 @@ class ChatCompletionsEndpoint:
         self, principal: Principal, chat: ChatRequest, admission: Admission, watch: ClientWatch, send: Send
     ) -> None:
         try:
-            try:
-                with watch.armed():
-                    answer = await settle_answer(admission, chat, self._chat_completion.complete(principal, chat))
-            except ClientGone:  # nobody listens any more; 499 is what the access log shows
-                log.info("client_disconnected_before_answer")
-                await send_json(send, CLIENT_CLOSED_REQUEST, {})
-            else:
-                await send_json(send, 200, answer, admission.headers)
+            with watch.armed():
+                answer = await settle_answer(admission, chat, self._chat_completion.complete(principal, chat))
+            await send_json(send, 200, answer, admission.headers)
         finally:
             # After the response is written: the settlement's round trip is not in its latency.
             await finish_admission(admission)
@@ -246,14 +238,9 @@ class ChatCompletionsEndpoint:
     async def _stream(
         self, principal: Principal, chat: ChatRequest, admission: Admission, watch: ClientWatch, send: Send
     ) -> None:
-        try:
-            # Waiting for the upstream's first chunk: a disconnect now cancels it too.
-            with watch.armed():
-                stream = await open_admitted(admission, chat, self._chat_completion.stream(principal, chat))
-        except ClientGone:
-            log.info("client_disconnected_before_answer")
-            await send_json(send, CLIENT_CLOSED_REQUEST, {})
-            return
+        # Waiting for the upstream's first chunk: a disconnect now cancels it too.
+        with watch.armed():
+            stream = await open_admitted(admission, chat, self._chat_completion.stream(principal, chat))
         relay = AdmittedStream(admission, stream, relay_chunks(stream, self._metrics, self._drain, self._heartbeat))
         start: Message = {
             "type": "http.response.start",

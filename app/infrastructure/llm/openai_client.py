@@ -136,7 +136,7 @@ class OpenAICompatibleClient:
             raise UpstreamError("The upstream model returned an answer without choices.")
         return answer
 
-    async def stream(self, body: JSONObject) -> AsyncIterator[list[StreamItem]]:  # noqa: PLR0912 - one SSE loop
+    async def stream(self, body: JSONObject) -> AsyncIterator[list[StreamItem]]:
         deadline = time.monotonic() + self.policy.total_timeout
         response = await self._open(body, deadline)
         parser = SSEParser(max_event_bytes=min(self.policy.max_response_bytes, 4 * 1024 * 1024))
@@ -155,29 +155,17 @@ class OpenAICompatibleClient:
                 # Everything one read brought is handed on together: one write to the client.
                 batch: list[StreamItem] = []
                 try:
-                    for data in events:
-                        if data == b"[DONE]" or data.strip() == b"[DONE]":
-                            done = True
-                            break
-                        item = self._read(data)
-                        if item is not None:
-                            finished = finished or _has_finish_reason(item)
-                            batch.append(item)
+                    done = self._collect(events, batch)
                 finally:
                     if batch:  # what came before an error event is still relayed
                         yield batch
+                finished = finished or any(map(_has_finish_reason, batch))
                 if done:
                     break
             if not done:
                 batch = []
-                for event in parser.close():
-                    if event.raw.strip() == b"[DONE]":
-                        done = True
-                        continue
-                    item = self._read(event.raw)
-                    if item is not None:
-                        finished = finished or _has_finish_reason(item)
-                        batch.append(item)
+                done = self._collect([event.raw for event in parser.close()], batch)
+                finished = finished or any(map(_has_finish_reason, batch))
                 if batch:
                     yield batch
             if not done and not finished:
@@ -189,6 +177,17 @@ class OpenAICompatibleClient:
             await response.aclose()
 
     # -- internals ------------------------------------------------------------------------
+
+    def _collect(self, events: list[bytes], batch: list[StreamItem]) -> bool:
+        """Appends the chunks of `events` (their data) to `batch`; True at ``[DONE]``. An error
+        event raises with the chunks before it already in `batch`."""
+        for data in events:
+            if data == b"[DONE]" or data.strip() == b"[DONE]":
+                return True
+            item = self._read(data)
+            if item is not None:
+                batch.append(item)
+        return False
 
     def _read(self, raw: bytes) -> StreamItem | None:
         """One event's chunk (see `chunk_view`); None for one that is not a JSON object (skipped

@@ -17,7 +17,7 @@ import dataclasses
 import time
 from collections.abc import Awaitable, Coroutine
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from app.application.ratelimit.client_ip import IPNetwork
 from app.application.ratelimit.policy import AuthLimitDefaults, CallerLimitDefaults
@@ -37,6 +37,7 @@ from app.infrastructure.ratelimit import in_process
 from app.infrastructure.ratelimit.in_process import InProcessRateLimiter
 
 log = get_logger(__name__)
+T = TypeVar("T")
 
 
 def _reraise_if_cancelled(exc: Exception | None) -> None:
@@ -147,11 +148,7 @@ class ResilientRateLimiter:
     async def acquire(self, request: RateLimitRequest) -> RateLimitDecision:
         if not self.health.degraded:
             try:
-                if self._timeout is None:
-                    decision = await self.primary.acquire(request)
-                else:
-                    async with asyncio.timeout(self._timeout):
-                        decision = await self.primary.acquire(request)
+                decision = await self._bounded(self.primary.acquire(request))
             except Exception as exc:  # noqa: BLE001 - any Redis failure means "apply the policy"
                 _reraise_if_cancelled(exc)
                 self.health.mark_failed("acquire", exc)
@@ -160,6 +157,13 @@ class ResilientRateLimiter:
                 self._count(decision)
                 return decision
         return self._without_redis(request)
+
+    async def _bounded(self, call: Awaitable[T]) -> T:
+        """`call` within the Redis timeout, unless the primary's client bounds its calls itself."""
+        if self._timeout is None:
+            return await call
+        async with asyncio.timeout(self._timeout):
+            return await call
 
     def _without_redis(self, request: RateLimitRequest) -> RateLimitDecision:
         self.health.ensure_probing()  # cheap; restarts a probe that died for any reason
@@ -217,11 +221,7 @@ class ResilientRateLimiter:
             self._metrics.rate_limit_backend_errors.labels(operation=operation, error="skipped_degraded").inc()
             return
         try:
-            if self._timeout is None:
-                await call
-            else:
-                async with asyncio.timeout(self._timeout):
-                    await call
+            await self._bounded(call)
         except Exception as exc:  # noqa: BLE001 - never fail the request's ending
             _reraise_if_cancelled(exc)
             self.health.mark_failed(operation, exc)
